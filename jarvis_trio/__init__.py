@@ -1,0 +1,1 @@
+"""jarvis-trio: streaming chat where the latest prompt always wins."""

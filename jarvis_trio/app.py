@@ -1,0 +1,287 @@
+"""The HTTP edge: a quart-trio app that validates, authenticates and renders.
+
+Every rule about streams lives in :mod:`jarvis_trio.rules` and is carried out
+by :mod:`jarvis_trio.sessions`; this module only translates HTTP to those
+calls and their results back to OpenAI's wire format.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import trio
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from jarvis_trio import logs
+from jarvis_trio.auth import Authenticator
+from jarvis_trio.backends import make_backend
+from jarvis_trio.backends.base import Backend
+from jarvis_trio.config import Settings
+from jarvis_trio.errors import (
+    ApiError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+)
+from jarvis_trio.schemas import parse_chat_request
+from jarvis_trio.sessions import SessionManager
+from jarvis_trio.streams import Stream
+from jarvis_trio.wire import ChunkFormat, completion, stream_ending
+
+# Session and request ids: 1-128 characters that need no escaping in a URL path.
+ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,128}")
+EXIT_CALLBACKS = "jarvis.on_exit"
+
+
+@dataclass
+class JarvisState:
+    settings: Settings
+    backend: Backend
+    manager: SessionManager
+    auth: Authenticator
+
+
+def state() -> JarvisState:
+    from quart import current_app
+
+    value: JarvisState = current_app.extensions["jarvis"]
+    return value
+
+
+def _exit_callbacks(scope: Scope) -> list[Callable[[], None]]:
+    callbacks: list[Callable[[], None]] = cast(dict[str, Any], scope)[EXIT_CALLBACKS]
+    return callbacks
+
+
+class ExchangeLifetime:
+    """ASGI middleware: nothing started for an HTTP exchange outlives it.
+
+    Quart awaits ``http.response.start`` before it enters a streaming body, so
+    a client that leaves at that moment never runs the body's ``finally``.
+    The exchange itself always ends, so its callbacks run here.
+    """
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        callbacks: list[Callable[[], None]] = []
+        cast(dict[str, Any], scope)[EXIT_CALLBACKS] = callbacks
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            for callback in callbacks:
+                callback()
+
+
+def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
+    app = QuartTrio("jarvis_trio")
+    app.config.update(
+        # quart-trio applies RESPONSE_TIMEOUT as a move_on_after around the whole
+        # response: a stream longer than 60 s would be silently cut. Never.
+        RESPONSE_TIMEOUT=None,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        BODY_TIMEOUT=30,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    limiter = trio.CapacityLimiter(settings.thread_limit)
+    backend = backend or make_backend(settings, limiter)
+    manager = SessionManager(
+        backend,
+        join_budget=settings.prev_stream_timeout,
+        inactivity_seconds=settings.stream_inactivity_seconds,
+    )
+    app.extensions["jarvis"] = JarvisState(
+        settings=settings,
+        backend=backend,
+        manager=manager,
+        auth=Authenticator(settings.api_keys, allow_unauthenticated=settings.allow_unauthenticated),
+    )
+    app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
+
+    @app.before_serving
+    async def start_sessions() -> None:
+        await app.nursery.start(manager.run)
+        logs.event("server_ready", backend=backend.name, thread_limit=settings.thread_limit)
+
+    @app.after_serving
+    async def stop_sessions() -> None:
+        await manager.shutdown()
+        await backend.aclose()
+
+    _register_hooks(app)
+    _register_routes(app)
+    return app
+
+
+def _header_id(name: str) -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidRequest(
+            f"{name} must be 1-128 characters of A-Z a-z 0-9 . _ ~ : @ + = -",
+            param=name,
+            code="invalid_header",
+        )
+    return value
+
+
+def _register_hooks(app: QuartTrio) -> None:
+    @app.before_request
+    async def identify() -> None:
+        g.request_id = _header_id("X-Request-Id") or "req-" + secrets.token_hex(8)
+        if request.path.startswith("/v1/"):
+            server = request.scope.get("server")
+            client = request.scope.get("client")
+            g.owner = state().auth.owner(
+                request.headers.get("Authorization"),
+                server_host=server[0] if server else None,
+                client_host=client[0] if client else None,
+            )
+
+    @app.after_request
+    async def tag(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id") or "req-" + secrets.token_hex(8)
+        return response
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        response = jsonify(error.body())
+        response.status_code = error.status
+        if isinstance(error, PayloadTooLarge):
+            # A kept-alive connection after a 413 can leave the client's next
+            # request hanging (NOTES.md): close it.
+            response.headers["Connection"] = "close"
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        mapped: ApiError
+        if code == 404:
+            mapped = NotFound(f"No route for {request.method} {request.path}.", code="not_found")
+        elif code == 405:
+            mapped = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}.", code="method_not_allowed"
+            )
+        elif code == 413:
+            mapped = PayloadTooLarge(
+                f"The request body is larger than {state().settings.max_body_bytes} bytes.",
+                code="body_too_large",
+            )
+        else:
+            mapped = InvalidRequest(error.description or error.name, code=error.name)
+            mapped.status = code
+        return await api_error(mapped)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        logs.log.exception("request_failed path=%s", request.path)
+        return await api_error(ServerError("Internal server error.", code="internal_error"))
+
+
+def _on_exit(callback: Callable[[], None]) -> None:
+    _exit_callbacks(request.scope).append(callback)
+
+
+def _register_routes(app: QuartTrio) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        st = state()
+        stats = st.manager.statistics()
+        return jsonify(
+            status="ok",
+            backend=st.backend.name,
+            sessions=stats.sessions,
+            live_streams=stats.live_streams,
+        )
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        listed = await state().backend.list_models()
+        return jsonify(
+            object="list",
+            data=[
+                {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by}
+                for m in listed
+            ],
+        )
+
+    @app.post("/v1/sessions/<session_id>/cancel")
+    async def cancel_session(session_id: str) -> Response:
+        if not ID_PATTERN.fullmatch(session_id):
+            raise InvalidRequest("Invalid session id.", param="session_id", code="invalid_id")
+        report = await state().manager.stop(g.owner, session_id)
+        return jsonify(
+            object="session.cancel",
+            session_id=session_id,
+            result=report.result,
+            stream_id=report.stream_id,
+            waited_ms=round(report.waited_ms, 3),
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions() -> Response:
+        st = state()
+        chat = parse_chat_request(
+            await request.get_data(cache=False, as_text=False, parse_form_data=False)
+        )
+        model = st.backend.resolve_model(chat.model)
+        session_id = _header_id("X-Session-Id")
+        stream = st.manager.submit(g.owner, session_id, chat.to_generation(model), g.request_id)
+        _on_exit(lambda: st.manager.abandon(stream))
+        await st.manager.wait_turn(stream)
+        await stream.wait_ready()
+        headers = {"X-Stream-Id": stream.id}
+        if session_id is not None:
+            headers["X-Session-Id"] = session_id
+        fmt = ChunkFormat(stream.id, model, stream.created, chat.include_usage)
+        if not chat.stream:
+            text, ending = await stream.collect()
+            error = ending.as_error()
+            if error is not None:
+                raise error
+            assert ending.usage is not None
+            body = completion(
+                stream_id=stream.id,
+                model=model,
+                created=stream.created,
+                text=text,
+                finish_reason=ending.finish_reason or "stop",
+                usage=ending.usage,
+            )
+            response = jsonify(body)
+        else:
+            early = stream.ending
+            if early is not None and early.error is not None and stream.tokens == 0:
+                raise early.error  # failed before any output: a plain HTTP error
+            response = Response(
+                _sse_body(stream, fmt),
+                content_type="text/event-stream; charset=utf-8",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+            response.timeout = None
+        response.headers.update(headers)
+        return response
+
+
+async def _sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:
+    yield fmt.role()
+    async for batch in stream.batches():
+        yield "".join(fmt.content(text) for text in batch)
+    yield stream_ending(fmt, stream.final_ending())

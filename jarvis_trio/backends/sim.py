@@ -1,0 +1,138 @@
+"""The embedded model (``--backend sim``): deterministic text, paced, in a worker thread.
+
+It exists so the server runs with no Ollama at all, and it deliberately takes
+the same path a real upstream does: the generator runs in a trio worker
+thread that polls the cancellation token between tokens and sleeps on it, so
+the default ``make run`` exercises the real thread machinery.
+
+Answers are deterministic for a given prompt and ``seed``. A prompt that asks
+for something long ("Long essay about AI") streams 600 tokens, tens of seconds
+at the default pace, so the supersede scenario can be watched by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterator
+
+import trio
+
+from jarvis_trio.backends.base import (
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    Sink,
+    Usage,
+)
+from jarvis_trio.errors import NotFound
+from jarvis_trio.threads import CancelToken, run_in_worker
+
+MODEL_ID = "jarvis-sim"
+LONG_ANSWER_TOKENS = 600
+_LONG_WORDS = ("long", "essay", "story", "detailed", "explain")
+
+_VOCABULARY = (
+    "the a model stream token answer cancel scope nursery thread socket session prompt "
+    "server client trio latency budget join request reply signal queue worker upstream "
+    "structured concurrency deadline shield cleanup event channel buffer limit timeout "
+    "quickly cleanly always never each every first last next old new live idle final "
+    "runs waits starts stops ends closes opens reads writes sends keeps drops holds "
+    "because while when after before until unless so and but or then"
+).split()
+
+
+def answer_length(request: GenerationRequest) -> int:
+    prompt = request.prompt.lower()
+    if any(word in prompt for word in _LONG_WORDS):
+        return LONG_ANSWER_TOKENS
+    return 24 + 4 * min(len(prompt.split()), 40)
+
+
+def sim_pieces(request: GenerationRequest) -> Iterator[str]:
+    """The answer's tokens, one word each, as an endless-free finite iterator."""
+    digest = hashlib.sha256(f"{request.seed}|{request.prompt}".encode()).digest()
+    rng = random.Random(digest)
+    sentence_left = 0
+    for i in range(answer_length(request)):
+        word = rng.choice(_VOCABULARY)
+        if sentence_left == 0:
+            sentence_left = rng.randint(6, 14)
+            word = word.capitalize()
+        sentence_left -= 1
+        if sentence_left == 0:
+            word += "."
+        yield word if i == 0 else " " + word
+
+
+def count_words(request: GenerationRequest) -> int:
+    return sum(len(turn.content.split()) for turn in request.messages)
+
+
+class SimBackend:
+    """The embedded model. ``tokens_per_second`` paces each stream."""
+
+    name = "sim"
+
+    def __init__(
+        self, *, tokens_per_second: float, limiter: trio.CapacityLimiter | None = None
+    ) -> None:
+        self.interval = 1.0 / tokens_per_second
+        self.limiter = limiter
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
+
+    def resolve_model(self, requested: str | None) -> str:
+        if requested in (None, MODEL_ID):
+            return MODEL_ID
+        raise NotFound(
+            f"The model {requested!r} does not exist; this server has {MODEL_ID!r}.",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
+        sink.opened()
+        return await run_in_worker(
+            lambda token: self._produce(request, sink, token), limiter=self.limiter
+        )
+
+    def _produce(
+        self, request: GenerationRequest, sink: Sink, token: CancelToken
+    ) -> GenerationResult:
+        """Runs in the worker thread."""
+        limit = request.max_tokens
+        finish: str = "stop"
+        text = ""
+        emitted = 0
+        next_at = time.monotonic()
+        for piece in sim_pieces(request):
+            if limit is not None and emitted >= limit:
+                finish = "length"
+                break
+            next_at += self.interval
+            token.wait(max(0.0, next_at - time.monotonic()))
+            token.raise_if_cancelled()
+            stop_at = _first_stop(text + piece, request.stop)
+            if stop_at is not None:
+                tail = (text + piece)[len(text) : stop_at]
+                if tail:
+                    trio.from_thread.run(sink.send, tail)
+                break
+            text += piece
+            trio.from_thread.run(sink.send, piece)
+            emitted += 1
+        return GenerationResult(
+            finish_reason="length" if finish == "length" else "stop",
+            usage=Usage(prompt_tokens=count_words(request), completion_tokens=emitted),
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None

@@ -1,0 +1,68 @@
+"""``jarvis-trio serve``: the server, in-process on hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import trio
+from pydantic import ValidationError
+
+from jarvis_trio import logs
+from jarvis_trio.app import create_app
+from jarvis_trio.config import Settings, is_loopback
+from jarvis_trio.server import serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jarvis-trio", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve the OpenAI-compatible API")
+    run.add_argument("--host", help="address to listen on (env JARVIS_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port (env JARVIS_PORT, default 8000; 0: any)")
+    run.add_argument("--backend", choices=["sim"], help="model backend (env JARVIS_BACKEND)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["logfmt", "json"])
+    run.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="serve without API keys on a non-loopback address",
+    )
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment first, flags on top."""
+    overrides: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if key != "command" and value is not None
+    }
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        print(f"jarvis-trio: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    open_to_network = not settings.api_keys and not is_loopback(settings.host)
+    if open_to_network and not settings.allow_unauthenticated:
+        print(
+            f"jarvis-trio: refusing to listen on {settings.host} without API keys. "
+            "Set JARVIS_API_KEYS, or pass --allow-unauthenticated.",
+            file=sys.stderr,
+        )
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    trio.run(partial(serve, app, settings.host, settings.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

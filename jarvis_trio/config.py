@@ -1,0 +1,80 @@
+"""Settings, read from ``JARVIS_*`` environment variables (and CLI flags on top).
+
+This class is the single source of truth for configuration: the README's
+table and the docs' reference are generated from its fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BackendName = Literal["sim"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JARVIS_", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address `jarvis-trio serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `jarvis-trio serve` listens on.")
+    backend: BackendName = Field("sim", description="Model backend: `sim` (embedded model).")
+    prev_stream_timeout: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Join budget: how long a new request (or Stop) waits for the "
+        "cancelled stream of its session to finish, in seconds.",
+    )
+    stream_inactivity_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="A stream that produces no output for this long ends with an error event.",
+    )
+    sim_tokens_per_second: float = Field(
+        20.0, gt=0, le=100_000, description="Pace of the embedded model, per stream."
+    )
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated API keys. Empty: auth is off, allowed on loopback only.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve without API keys on a non-loopback address (not recommended).",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    thread_limit: int = Field(
+        256,
+        ge=1,
+        description="Worker threads that may read upstreams at once (trio's default is 40).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    log_format: Literal["logfmt", "json"] = Field("logfmt", description="Log line format.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,106 @@
+"""Every error a client can see, and its OpenAI-style body, in one place.
+
+::
+
+    ApiError                      status  type
+     ├── InvalidRequest            400     invalid_request_error
+     ├── AuthenticationFailed      401     authentication_error
+     ├── Forbidden                 403     permission_error
+     ├── NotFound                  404     not_found_error
+     ├── MethodNotAllowed          405     invalid_request_error
+     ├── StreamEnded               409     superseded / stopped / disconnected
+     ├── PayloadTooLarge           413     invalid_request_error
+     ├── ServerError               500     server_error
+     ├── UpstreamError             502     upstream_error
+     ├── ServiceUnavailable        503     service_unavailable
+     └── UpstreamTimeout           504     timeout
+
+The body is always ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status: int = 500
+    type: str = "server_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, code=self.code, param=self.param)
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(ApiError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "invalid_request_error"
+
+
+class StreamEnded(ApiError):
+    """A non-streaming request whose stream was cancelled before it completed."""
+
+    status = 409
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, code=reason)
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.reason, code=self.reason)
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class ServerError(ApiError):
+    status = 500
+    type = "server_error"
+
+
+class UpstreamError(ApiError):
+    status = 502
+    type = "upstream_error"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "service_unavailable"
+
+
+class UpstreamTimeout(ApiError):
+    status = 504
+    type = "timeout"
+
+
+def error_body(
+    message: str, type_: str, *, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -1,0 +1,120 @@
+"""The OpenAI request body, validated strictly, and its mapping to a GenerationRequest."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jarvis_trio.backends.base import ChatTurn, GenerationRequest
+from jarvis_trio.errors import InvalidRequest
+
+_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+TokenCount = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class TextPart(BaseModel):
+    model_config = _STRICT
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = _STRICT
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's body we honour; other fields are accepted and ignored."""
+
+    model_config = _STRICT
+
+    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    messages: Annotated[list[Message], Field(min_length=1, max_length=10_000)] | None = None
+    prompt: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
+    top_p: Probability | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    n: Literal[1] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatCompletionRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'messages' or the shorthand 'prompt'")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def to_generation(self, model: str) -> GenerationRequest:
+        if self.messages is not None:
+            turns = tuple(ChatTurn(m.role, m.text()) for m in self.messages)
+        else:
+            turns = (ChatTurn("user", self.prompt or ""),)
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return GenerationRequest(
+            model=model,
+            messages=turns,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=tuple(s for s in stop if s),
+        )
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or :class:`InvalidRequest` saying what is wrong."""
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return value
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    body = parse_json_object(raw)
+    if body.get("n", 1) != 1 and isinstance(body.get("n"), int):
+        raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    if param:
+        message = f"{param}: {message}"
+    return InvalidRequest(message, param=param, code=first["type"])

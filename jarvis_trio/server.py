@@ -1,0 +1,75 @@
+"""Serving the app with hypercorn's trio worker, in-process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config as HypercornConfig
+from quart_trio import QuartTrio
+
+from jarvis_trio import logs
+from jarvis_trio.app import JarvisState
+
+
+def hypercorn_config(host: str, port: int) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    # Through our own handler and format, not a second one of hypercorn's.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    # Streams are already ended by our own shutdown when this grace period starts.
+    config.graceful_timeout = 5.0
+    return config
+
+
+async def serve(
+    app: QuartTrio,
+    host: str,
+    port: int,
+    *,
+    shutdown_trigger: trio.Event | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGINT/SIGTERM or ``shutdown_trigger``; ``started`` gets the bound URLs.
+
+    On the way out every live stream is cancelled with reason ``shutdown`` and
+    joined within the budget *before* hypercorn closes connections, so each
+    client gets a clean final event.
+    """
+    if not (handle_signals or shutdown_trigger):
+        raise ValueError("serve() needs signals or a shutdown_trigger to ever stop")
+    state: JarvisState = app.extensions["jarvis"]
+
+    async def wait_for_shutdown() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        logs.event("shutdown_requested", signal=signal.Signals(signum).name)
+                        break
+                nursery.cancel_scope.cancel()
+
+            async def on_trigger(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            if handle_signals:
+                nursery.start_soon(on_signal)
+            if shutdown_trigger is not None:
+                nursery.start_soon(on_trigger, shutdown_trigger)
+        await state.manager.shutdown()
+
+    config = hypercorn_config(host, port)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(hypercorn.trio.serve, app, config, shutdown_trigger=wait_for_shutdown)
+        )
+        for url in binds:
+            logs.event("server_listening", url=url, backend=state.backend.name)
+        task_status.started(binds)

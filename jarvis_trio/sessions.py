@@ -1,0 +1,306 @@
+"""The trio glue: sessions own nurseries, streams run in them, the rules decide.
+
+Theory of operation
+-------------------
+The :class:`SessionManager` runs one nursery for the whole server. Each
+session gets a task in it that owns the session's own nursery, and every
+stream of that session runs there under its own cancel scope. All decisions
+(start, wait, cancel, reject, give up on a join) come from the session's
+:class:`~jarvis_trio.rules.SessionRules`; this module only carries them out,
+in :meth:`SessionManager._apply`.
+
+There is one cancellation path. Supersede, Stop, client disconnect and
+shutdown all end in ``Stream.mark_cancelled``, which cancels the stream's
+scope; the inactivity timeout is the same scope's deadline. From there trio
+delivers ``Cancelled`` to the backend, whose worker thread sees its token
+fire. The stream's task then reports to the rules, which may start the
+request that was waiting for it.
+
+Admission (:meth:`SessionManager.submit`) is synchronous, so the order in
+which requests reach the rules is the order in which they arrived: latest
+wins without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from jarvis_trio import logs
+from jarvis_trio.backends.base import Backend, GenerationRequest
+from jarvis_trio.errors import ApiError, ServerError, ServiceUnavailable, UpstreamTimeout
+from jarvis_trio.outcomes import Ending, Outcome
+from jarvis_trio.rules import (
+    Action,
+    Cancel,
+    CancelReason,
+    JoinTimedOut,
+    Reject,
+    SessionRules,
+    Start,
+)
+from jarvis_trio.streams import Stream
+
+# (owner, session id). Requests without a session id get a key of their own.
+SessionKey = tuple[str, str]
+
+
+@dataclass(eq=False)
+class Session:
+    key: SessionKey
+    label: str | None  # the client's X-Session-Id, for logs
+    rules: SessionRules
+    streams: dict[str, Stream] = field(default_factory=dict)
+    nursery: trio.Nursery | None = None
+    # Streams started before the session's nursery was open.
+    deferred: list[Stream] = field(default_factory=list)
+    closed: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class StopReport:
+    """What Stop did. ``result``: ``finished_cleanly``, ``join_timeout`` or ``nothing_live``."""
+
+    result: str
+    stream_id: str | None = None
+    waited_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    sessions: int
+    live_streams: int
+    streams_started: int
+    cancels_issued: int
+    joins_clean: int
+    joins_timed_out: int
+
+
+@dataclass
+class _Counters:
+    started: int = 0
+    cancels: int = 0
+    joins_clean: int = 0
+    joins_timed_out: int = 0
+
+
+class SessionManager:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        join_budget: float = 2.0,
+        inactivity_seconds: float = 120.0,
+    ) -> None:
+        self.backend = backend
+        self.join_budget = join_budget
+        self.inactivity_seconds = inactivity_seconds
+        self._sessions: dict[SessionKey, Session] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._counters = _Counters()
+
+    # -- lifetime
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`shutdown` (or until cancelled)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def shutdown(self) -> None:
+        """Cancel every stream (reason ``shutdown``), join within the budget, then stop."""
+        if self._nursery is None:
+            return
+        self._closing = True
+        now = trio.current_time()
+        for session in list(self._sessions.values()):
+            actions, _ = session.rules.cancel_all(CancelReason.SHUTDOWN, now)
+            self._apply(session, actions)
+        with trio.move_on_after(self.join_budget):
+            for session in list(self._sessions.values()):
+                await session.closed.wait()
+        self._nursery.cancel_scope.cancel(reason="shutdown")
+
+    # -- requests
+
+    def submit(
+        self, owner: str, session_id: str | None, job: GenerationRequest, request_id: str
+    ) -> Stream:
+        """Admit a request: it starts now, or waits for its session's previous stream."""
+        if self._closing or self._nursery is None:
+            raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
+        stream = Stream(
+            job=job,
+            session_id=session_id,
+            request_id=request_id,
+            inactivity_seconds=self.inactivity_seconds,
+        )
+        key = (owner, session_id if session_id is not None else "~" + stream.id)
+        stream.session_key = key
+        session = self._sessions.get(key) or self._open_session(key, session_id)
+        session.streams[stream.id] = stream
+        actions, stream.wait = session.rules.submit(stream.id, trio.current_time())
+        self._apply(session, actions)
+        return stream
+
+    async def wait_turn(self, stream: Stream) -> None:
+        """Wait until ``stream`` was started or rejected, within its join budget."""
+        if stream.decided.is_set():
+            return
+        assert stream.wait is not None
+        with trio.move_on_at(stream.wait.deadline):
+            await stream.decided.wait()
+        if not stream.decided.is_set():
+            session = self._sessions[stream.session_key]
+            self._apply(session, session.rules.deadline_passed(trio.current_time()))
+        assert stream.decided.is_set()
+
+    def abandon(self, stream: Stream) -> None:
+        """The HTTP exchange that owns ``stream`` is over: cancel it if it still runs."""
+        session = self._sessions.get(stream.session_key)
+        if session is not None and stream.id in session.streams:
+            now = trio.current_time()
+            self._apply(session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now))
+        stream.close_reader()
+
+    async def stop(self, owner: str, session_id: str) -> StopReport:
+        """The Stop button: cancel the session's stream and join it within the budget."""
+        session = self._sessions.get((owner, session_id))
+        if session is None:
+            return StopReport("nothing_live")
+        started = trio.current_time()
+        actions, wait = session.rules.cancel_all(CancelReason.STOPPED, started)
+        self._apply(session, actions)
+        if wait is None:
+            return StopReport("nothing_live")
+        target = session.streams[wait.joining]
+        with trio.move_on_at(wait.deadline):
+            await target.finished.wait()
+        waited_ms = (trio.current_time() - started) * 1000
+        if target.finished.is_set():
+            self._counters.joins_clean += 1
+            logs.event("prev_stream_finished_cleanly", session=session.label, trace=target.id)
+            return StopReport("finished_cleanly", target.id, waited_ms)
+        self._apply(session, session.rules.deadline_passed(trio.current_time()))
+        return StopReport("join_timeout", target.id, waited_ms)
+
+    def statistics(self) -> ManagerStatistics:
+        c = self._counters
+        return ManagerStatistics(
+            sessions=len(self._sessions),
+            live_streams=sum(s.rules.live is not None for s in self._sessions.values()),
+            streams_started=c.started,
+            cancels_issued=c.cancels,
+            joins_clean=c.joins_clean,
+            joins_timed_out=c.joins_timed_out,
+        )
+
+    # -- carrying out decisions
+
+    def _apply(self, session: Session, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Start):
+                if action.after is not None and action.clean:
+                    self._counters.joins_clean += 1
+                    logs.event(
+                        "prev_stream_finished_cleanly", session=session.label, trace=action.after
+                    )
+                self._start(session, session.streams[action.stream])
+            elif isinstance(action, Cancel):
+                self._counters.cancels += 1
+                logs.event("stream_cancelled", trace=action.stream, reason=action.reason.value)
+                session.streams[action.stream].mark_cancelled(action.reason)
+            elif isinstance(action, Reject):
+                logs.event(
+                    "stream_cancelled",
+                    trace=action.stream,
+                    reason=action.reason.value,
+                    started=False,
+                )
+                session.streams.pop(action.stream).reject(action.reason)
+            elif isinstance(action, JoinTimedOut):
+                self._counters.joins_timed_out += 1
+                logs.event(
+                    "prev_stream_timeout_on_cancel",
+                    level=logging.WARNING,
+                    session=session.label,
+                    trace=action.stream,
+                )
+
+    def _start(self, session: Session, stream: Stream) -> None:
+        self._counters.started += 1
+        stream.start()
+        if session.nursery is None:
+            session.deferred.append(stream)
+        else:
+            session.nursery.start_soon(self._run_stream, session, stream)
+
+    def _open_session(self, key: SessionKey, label: str | None) -> Session:
+        assert self._nursery is not None
+        session = Session(key=key, label=label, rules=SessionRules(self.join_budget))
+        self._sessions[key] = session
+        self._nursery.start_soon(self._session_main, session)
+        return session
+
+    async def _session_main(self, session: Session) -> None:
+        async with trio.open_nursery() as nursery:
+            session.nursery = nursery
+            for stream in session.deferred:
+                nursery.start_soon(self._run_stream, session, stream)
+            session.deferred.clear()
+            await session.closed.wait()
+
+    async def _run_stream(self, session: Session, stream: Stream) -> None:
+        logs.event(
+            "stream_start", trace=stream.id, session=session.label, request=stream.request_id
+        )
+        ending: Ending | None = None
+        try:
+            with stream.scope:
+                result = await self.backend.generate(stream.job, stream)
+                ending = Ending.completed(result)
+            if ending is None:  # our scope caught a cancel
+                if stream.cancel_reason is not None:
+                    ending = Ending.cancelled(stream.cancel_reason)
+                else:
+                    logs.event("stream_cancelled", trace=stream.id, reason="inactivity")
+                    ending = Ending(
+                        Outcome.INACTIVITY,
+                        error=UpstreamTimeout(
+                            f"No output for {self.inactivity_seconds:g} s; the stream was ended.",
+                            code="inactivity_timeout",
+                        ),
+                    )
+        except ApiError as exc:
+            ending = Ending(Outcome.UPSTREAM_ERROR, error=exc)
+        except Exception:
+            logs.log.exception("stream_failed trace=%s", stream.id)
+            ending = Ending(Outcome.ERROR, error=ServerError("The model backend failed."))
+        finally:
+            if ending is None:  # cancelled from outside: the server is going away
+                reason = stream.cancel_reason or CancelReason.SHUTDOWN
+                ending = Ending.cancelled(reason)
+            stream.end(ending)
+            assert stream.started_at is not None
+            logs.event(
+                "stream_end",
+                trace=stream.id,
+                session=session.label,
+                duration_ms=round((trio.current_time() - stream.started_at) * 1000, 1),
+                outcome=ending.outcome.value,
+                tokens=stream.tokens,
+            )
+            self._finished(session, stream)
+
+    def _finished(self, session: Session, stream: Stream) -> None:
+        actions = session.rules.finished(stream.id)
+        session.streams.pop(stream.id, None)
+        self._apply(session, actions)
+        if session.rules.idle:
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
+            session.closed.set()

@@ -1,0 +1,147 @@
+"""One request's stream: the backend writes into it, the HTTP edge reads from it.
+
+A stream is created waiting, is started or rejected by its session, runs in
+the session's nursery under its own cancel scope, and ends exactly once with
+an :class:`Ending`.
+
+Invariant: nothing the backend sends after the stream was cancelled reaches
+the reader. The reader checks ``cancel_reason`` before each batch, and a
+cancel wakes a reader that is blocked waiting for output, so a superseded
+client gets its final chunk at once even if the backend is slow to die.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import trio
+
+from jarvis_trio.backends.base import GenerationRequest
+from jarvis_trio.outcomes import Ending
+from jarvis_trio.rules import CancelReason, Wait
+
+# Chunks the backend may run ahead of the reader before ``send`` blocks.
+CHANNEL_BUFFER = 64
+
+
+def new_stream_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+class Stream:
+    """Implements the backend's :class:`~jarvis_trio.backends.base.Sink`."""
+
+    def __init__(
+        self,
+        *,
+        job: GenerationRequest,
+        session_id: str | None,
+        request_id: str,
+        inactivity_seconds: float,
+    ) -> None:
+        self.id = new_stream_id()
+        self.job = job
+        self.session_id = session_id
+        self.request_id = request_id
+        # (owner, session id): set by the session manager on admission.
+        self.session_key: tuple[str, str] = ("", "")
+        self.created = int(time.time())
+        self.scope = trio.CancelScope()
+        self.inactivity_seconds = inactivity_seconds
+        self.wait: Wait | None = None
+        # Set once, by the first cancel; later cancels do not change the story.
+        self.cancel_reason: CancelReason | None = None
+        self.ending: Ending | None = None
+        self.tokens = 0
+        self.started_at: float | None = None
+        self.decided = trio.Event()  # started or rejected
+        self.finished = trio.Event()  # the task ended (or it never had one)
+        self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
+        self._send, self._receive = trio.open_memory_channel[str](CHANNEL_BUFFER)
+        self._reader_scope: trio.CancelScope | None = None
+
+    # -- Sink (backend side)
+
+    def opened(self) -> None:
+        self._ready.set()
+
+    async def send(self, text: str) -> None:
+        await self._send.send(text)
+        self.tokens += 1
+        self.scope.deadline = trio.current_time() + self.inactivity_seconds
+
+    # -- session side
+
+    def start(self) -> None:
+        self.started_at = trio.current_time()
+        self.scope.deadline = self.started_at + self.inactivity_seconds
+        self.decided.set()
+
+    def mark_cancelled(self, reason: CancelReason) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.scope.cancel(reason=reason.value)
+        self._ready.set()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+
+    def reject(self, reason: CancelReason) -> None:
+        """End a request that never started."""
+        self.mark_cancelled(reason)
+        self.decided.set()
+        self.end(Ending.cancelled(reason))
+
+    def end(self, ending: Ending) -> None:
+        # Set the ending before closing the channel: a reader woken by the
+        # close must never see a stale (missing) ending.
+        if self.ending is None:
+            self.ending = ending
+        self._send.close()
+        self._ready.set()
+        self.finished.set()
+
+    # -- reader side (HTTP edge)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def batches(self) -> AsyncIterator[list[str]]:
+        """Output in batches of what is already buffered; stops at the end or a cancel."""
+        while self.cancel_reason is None:
+            with trio.CancelScope() as scope:
+                self._reader_scope = scope
+                try:
+                    first = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._reader_scope = None
+            if scope.cancelled_caught or self.cancel_reason is not None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            yield batch
+
+    async def collect(self) -> tuple[str, Ending]:
+        """Read the whole answer (the non-streaming path)."""
+        await self.wait_ready()
+        parts: list[str] = []
+        async for batch in self.batches():
+            parts.extend(batch)
+        return "".join(parts), self.final_ending()
+
+    def final_ending(self) -> Ending:
+        """How the reader should end, once :meth:`batches` is exhausted."""
+        if self.cancel_reason is not None:
+            return Ending.cancelled(self.cancel_reason)
+        assert self.ending is not None, "batches() ended before the stream did"
+        return self.ending
+
+    def close_reader(self) -> None:
+        self._receive.close()

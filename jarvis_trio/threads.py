@@ -1,0 +1,108 @@
+"""Blocking upstream reads in trio worker threads, cancellable at every point.
+
+Theory of operation
+-------------------
+:func:`run_in_worker` runs ``fn(token)`` in a worker thread, next to a small
+watcher task. When the caller's cancel scope is cancelled (supersede, Stop,
+disconnect, inactivity, shutdown: they all arrive this way) the watcher
+*fires* the :class:`CancelToken`:
+
+1. the token's event is set, so a thread that polls between chunks, or that
+   sleeps in :meth:`CancelToken.wait`, returns at once;
+2. the token's callbacks run on the trio thread: a backend registers one that
+   shuts its upstream socket down, which is the only thing that frees a thread
+   blocked in ``recv()`` on a silent upstream.
+
+The thread is never abandoned (it would keep its limiter token and its
+connection): the caller waits for it, which is prompt because of 1 and 2.
+Whatever the thread raised after the token fired (our :class:`WorkerCancelled`,
+or e.g. httpx's "incomplete chunked read" after the shutdown) is a consequence
+of the cancel, not an upstream failure, and is dropped in favour of the
+pending ``trio.Cancelled``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import outcome
+import trio
+
+T = TypeVar("T")
+
+
+class WorkerCancelled(Exception):
+    """Raised in a worker thread that noticed its token was fired."""
+
+
+class CancelToken:
+    """A one-shot cancellation flag shared by a trio task and one worker thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Thread side: the poll between chunks."""
+        if self._event.is_set():
+            raise WorkerCancelled
+        trio.from_thread.check_cancelled()
+
+    def wait(self, seconds: float) -> None:
+        """Thread side: sleep that ends early, raising, when the token fires."""
+        if self._event.wait(seconds):
+            raise WorkerCancelled
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the token fires (at once if it already has).
+
+        Called from the worker thread; the callback runs on whichever thread
+        fires the token, so it must be quick and thread-safe (``sock.shutdown``).
+        """
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+async def run_in_worker(
+    fn: Callable[[CancelToken], T], *, limiter: trio.CapacityLimiter | None = None
+) -> T:
+    """Run ``fn(token)`` in a worker thread; cancelling the caller fires the token."""
+    token = CancelToken()
+    done = False
+
+    async def fire_on_cancel() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            if not done:
+                token.fire()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fire_on_cancel)
+        result = await trio.to_thread.run_sync(outcome.capture, fn, token, limiter=limiter)
+        done = True
+        nursery.cancel_scope.cancel()
+    if token.cancelled:
+        # The caller was cancelled: whatever the thread raised is a consequence.
+        # Re-raise the pending Cancelled rather than that (NOTES.md).
+        await trio.lowlevel.checkpoint()
+    return result.unwrap()

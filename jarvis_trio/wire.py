@@ -1,0 +1,117 @@
+"""OpenAI's wire format: chat.completion bodies and chat.completion.chunk SSE events.
+
+Pure functions of their inputs; the HTTP edge only writes what they return.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jarvis_trio.backends.base import Usage
+from jarvis_trio.outcomes import Ending, Outcome
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return "data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n\n"
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFormat:
+    """Builds the chunks of one stream; every chunk carries the same ``id``."""
+
+    stream_id: str
+    model: str
+    created: int
+    include_usage: bool = False
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.stream_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        chunk.update(extra)
+        return chunk
+
+    def _choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    def role(self) -> str:
+        return sse(self._chunk([self._choice({"role": "assistant", "content": ""}, None)]))
+
+    def content(self, text: str) -> str:
+        return sse(self._chunk([self._choice({"content": text}, None)]))
+
+    def finish(self, finish_reason: str, outcome: str | None = None) -> str:
+        """The last choice chunk. ``outcome`` names an early end (``superseded``, ...)."""
+        extra = {"jarvis": {"outcome": outcome}} if outcome else {}
+        return sse(self._chunk([self._choice({}, finish_reason)], **extra))
+
+    def usage(self, usage: Usage) -> str:
+        chunk = self._chunk([])
+        chunk["usage"] = usage_dict(usage)
+        return sse(chunk)
+
+
+def completion(
+    *,
+    stream_id: str,
+    model: str,
+    created: int,
+    text: str,
+    finish_reason: str,
+    usage: Usage,
+) -> dict[str, Any]:
+    return {
+        "id": stream_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage_dict(usage),
+    }
+
+
+def stream_ending(fmt: ChunkFormat, ending: Ending) -> str:
+    """The last events of a stream, ``[DONE]`` included.
+
+    Completed: the finish chunk (and the usage chunk when asked for). Ended on
+    purpose (superseded, stopped, shutdown): a finish chunk whose
+    ``finish_reason`` and ``jarvis.outcome`` name why, which OpenAI clients
+    read without error. Failed: an OpenAI error event.
+    """
+    if ending.outcome is Outcome.COMPLETED:
+        out = fmt.finish(ending.finish_reason or "stop")
+        if fmt.include_usage and ending.usage is not None:
+            out += fmt.usage(ending.usage)
+        return out + DONE
+    error = ending.error
+    if error is None:
+        reason = ending.finish_reason or ending.outcome.value
+        return fmt.finish(reason, outcome=ending.outcome.value) + DONE
+    return sse(error.body()) + DONE
