@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest
 from jarvis_trio.errors import InvalidRequest
@@ -27,6 +34,17 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart]
     name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: object) -> object:
+        if isinstance(value, list):
+            for part in value:
+                if not (isinstance(part, dict) and part.get("type") == "text"):
+                    raise ValueError(
+                        "only text content parts ({'type': 'text', 'text': ...}) are supported"
+                    )
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -53,9 +71,20 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: TokenCount | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
     top_p: Probability | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: str | list[str] | None = None
     seed: int | None = None
     n: Literal[1] = 1
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_sequences(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+            raise ValueError("stop must be a string or a list of strings")
+        if len(value) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:

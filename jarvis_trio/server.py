@@ -21,8 +21,10 @@ def hypercorn_config(host: str, port: int) -> HypercornConfig:
     config.accesslog = None
     # Through our own handler and format, not a second one of hypercorn's.
     config.errorlog = logging.getLogger("hypercorn.error")
-    # Streams are already ended by our own shutdown when this grace period starts.
-    config.graceful_timeout = 5.0
+    # Our own shutdown has ended every stream before this grace period starts; what
+    # is left is idle kept-alive connections, which hypercorn would hold for the
+    # whole period.
+    config.graceful_timeout = 1.0
     return config
 
 
@@ -41,7 +43,7 @@ async def serve(
     joined within the budget *before* hypercorn closes connections, so each
     client gets a clean final event.
     """
-    if not (handle_signals or shutdown_trigger):
+    if not handle_signals and shutdown_trigger is None:
         raise ValueError("serve() needs signals or a shutdown_trigger to ever stop")
     state: JarvisState = app.extensions["jarvis"]
 
