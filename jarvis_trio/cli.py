@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from jarvis_trio import logs
 from jarvis_trio.app import create_app
-from jarvis_trio.config import Settings, is_loopback
+from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import serve
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve without API keys on a non-loopback address",
     )
+    commands.add_parser("settings", help="print the configuration reference (markdown)")
     return parser
 
 
@@ -45,6 +46,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "settings":
+        print(settings_table())
+        return 0
     try:
         settings = settings_from(args)
     except ValidationError as exc:

@@ -78,3 +78,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def settings_table() -> str:
+    """The configuration reference as a markdown table, generated from :class:`Settings`."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default).lower()
+        shown = f"`{shown}`" if shown else "(empty)"
+        rows.append(f"| `JARVIS_{name.upper()}` | {shown} | {info.description} |")
+    return "\n".join(rows)

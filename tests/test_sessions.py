@@ -279,3 +279,39 @@ async def test_storm_never_lets_two_streams_of_a_session_emit_at_once(
                 assert stream_id not in seen, f"{session}: {stream_id} emitted again after another"
                 seen.append(stream_id)
     assert manager.statistics().sessions == 0
+
+
+async def test_millions_of_one_off_sessions_do_not_grow_memory(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+    import logging
+    import tracemalloc
+
+    caplog.set_level(logging.WARNING, logger="jarvis_trio")  # caplog keeps every record
+    backend = FakeBackend(interval=0.0, tokens=1)
+
+    async def one_off(manager: SessionManager, i: int) -> None:
+        stream = manager.submit("owner", f"one-off-{i}", job("x"), f"req-{i}")
+        await manager.wait_turn(stream)
+        await stream.collect()
+        await stream.finished.wait()
+        manager.abandon(stream)
+
+    async with open_manager(backend) as manager:
+        for i in range(500):  # warm up caches and free lists
+            await one_off(manager, i)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for i in range(500, 10_500):
+            await one_off(manager, i)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        assert manager.statistics().sessions == 0
+    # What remains is trio's deadline heap, which deletes lazily and prunes itself
+    # past ~1000 + 2 x active entries: bounded, whatever the number of sessions.
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    print(f"memory kept after 10,000 one-off sessions: {grown} bytes")
+    assert grown < 200_000, f"{grown} bytes kept after 10,000 one-off sessions"

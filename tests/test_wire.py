@@ -1,0 +1,92 @@
+"""OpenAI's wire format, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jarvis_trio.backends.base import Usage
+from jarvis_trio.errors import UpstreamTimeout
+from jarvis_trio.outcomes import Ending, Outcome
+from jarvis_trio.rules import CancelReason
+from jarvis_trio.wire import DONE, ChunkFormat, completion, sse, stream_ending
+
+FMT = ChunkFormat("chatcmpl-1", "m", 1700000000)
+
+
+def events(text: str) -> list[Any]:
+    out: list[Any] = []
+    for block in text.split("\n\n"):
+        if block:
+            assert block.startswith("data: ")
+            data = block.removeprefix("data: ")
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def test_sse_is_one_compact_data_line() -> None:
+    assert sse({"a": "é"}) == 'data: {"a":"é"}\n\n'
+
+
+def test_role_then_content_chunks_share_the_id() -> None:
+    role, content = events(FMT.role())[0], events(FMT.content("hi"))[0]
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert content["choices"][0]["delta"] == {"content": "hi"}
+    assert role["id"] == content["id"] == "chatcmpl-1"
+    assert "usage" not in role  # only present when the client asked for usage
+
+
+def test_completed_ending_with_usage() -> None:
+    fmt = ChunkFormat("chatcmpl-1", "m", 1, include_usage=True)
+    out = events(stream_ending(fmt, Ending(Outcome.COMPLETED, "length", Usage(3, 4))))
+    assert out[0]["choices"][0]["finish_reason"] == "length"
+    assert out[0]["usage"] is None
+    assert out[1]["choices"] == []
+    assert out[1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert out[2] == "[DONE]"
+
+
+def test_cancelled_endings_say_why_in_finish_reason_and_extra_field() -> None:
+    for reason in (CancelReason.SUPERSEDED, CancelReason.STOPPED, CancelReason.SHUTDOWN):
+        out = events(stream_ending(FMT, Ending.cancelled(reason)))
+        assert out[0]["choices"][0]["finish_reason"] == reason.value
+        assert out[0]["jarvis"] == {"outcome": reason.value}
+        assert out[1] == "[DONE]"
+
+
+def test_failed_ending_is_an_openai_error_event() -> None:
+    error = UpstreamTimeout("No output.", code="inactivity_timeout")
+    out = events(stream_ending(FMT, Ending(Outcome.INACTIVITY, error=error)))
+    assert out[0] == {
+        "error": {
+            "message": "No output.",
+            "type": "timeout",
+            "param": None,
+            "code": "inactivity_timeout",
+        }
+    }
+    assert out[1] == "[DONE]"
+
+
+def test_non_stream_endings_map_to_http_errors() -> None:
+    assert Ending(Outcome.COMPLETED, "stop", Usage(1, 1)).as_error() is None
+    superseded = Ending.cancelled(CancelReason.SUPERSEDED).as_error()
+    assert superseded is not None and superseded.status == 409
+    assert superseded.body()["error"]["type"] == "superseded"
+    shutdown = Ending.cancelled(CancelReason.SHUTDOWN).as_error()
+    assert shutdown is not None and shutdown.status == 503
+
+
+def test_completion_body() -> None:
+    body = completion(
+        stream_id="chatcmpl-1",
+        model="m",
+        created=1,
+        text="hello",
+        finish_reason="stop",
+        usage=Usage(2, 1),
+    )
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "hello"
+    assert body["usage"]["total_tokens"] == 3
+    assert DONE == "data: [DONE]\n\n"
