@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install lock clean
+.PHONY: run test lint typecheck unit install lock clean readme
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## Regenerate README's configuration table from jarvis_trio/config.py.
+readme: $(STAMP)
+	$(BIN)/python -m jarvis_trio._readme README.md
 
 ## Re-pin constraints.txt from a fresh resolve (run after changing dependencies).
 lock:

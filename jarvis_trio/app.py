@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from jarvis_trio import logs
 from jarvis_trio.auth import Authenticator
-from jarvis_trio.backends import make_backend
+from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend
 from jarvis_trio.config import Settings
 from jarvis_trio.errors import (
@@ -99,7 +99,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     limiter = trio.CapacityLimiter(settings.thread_limit)
-    backend = backend or make_backend(settings, limiter)
+    backend = backend or choose_backend(settings, limiter)
     manager = SessionManager(
         backend,
         join_budget=settings.prev_stream_timeout,
@@ -241,7 +241,7 @@ def _register_routes(app: QuartTrio) -> None:
         chat = parse_chat_request(
             await request.get_data(cache=False, as_text=False, parse_form_data=False)
         )
-        model = st.backend.resolve_model(chat.model)
+        model = await st.backend.resolve_model(chat.model)
         session_id = _header_id("X-Session-Id")
         stream = st.manager.submit(g.owner, session_id, chat.to_generation(model), g.request_id)
         _on_exit(lambda: st.manager.abandon(stream))

@@ -23,7 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="serve the OpenAI-compatible API")
     run.add_argument("--host", help="address to listen on (env JARVIS_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (env JARVIS_PORT, default 8000; 0: any)")
-    run.add_argument("--backend", choices=["sim"], help="model backend (env JARVIS_BACKEND)")
+    run.add_argument(
+        "--backend",
+        choices=["auto", "sim", "ollama", "openai"],
+        help="model backend (env JARVIS_BACKEND, default auto: Ollama if it answers, else sim)",
+    )
+    run.add_argument("--ollama-url", help="Ollama's URL (env JARVIS_OLLAMA_URL or OLLAMA_HOST)")
+    run.add_argument(
+        "--upstream-url", help="OpenAI-compatible base URL with /v1 (env JARVIS_UPSTREAM_URL)"
+    )
+    run.add_argument("--default-model", help="model for requests that name none")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["logfmt", "json"])
     run.add_argument(
@@ -63,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if settings.backend == "openai" and not settings.upstream_url:
+        print("jarvis-trio: --backend openai needs --upstream-url", file=sys.stderr)
+        return 2
     app = create_app(settings)
     trio.run(partial(serve, app, settings.host, settings.port))
     return 0

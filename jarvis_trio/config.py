@@ -9,18 +9,44 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-BackendName = Literal["sim"]
+BackendName = Literal["auto", "sim", "ollama", "openai"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JARVIS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="JARVIS_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     host: str = Field("127.0.0.1", description="Address `jarvis-trio serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `jarvis-trio serve` listens on.")
-    backend: BackendName = Field("sim", description="Model backend: `sim` (embedded model).")
+    backend: BackendName = Field(
+        "auto",
+        description="Model backend: `sim` (embedded model), `ollama`, `openai` (any "
+        "OpenAI-compatible server) or `auto` (Ollama if it answers at start, else `sim`).",
+    )
+    ollama_url: str = Field(
+        "http://127.0.0.1:11434",
+        validation_alias=AliasChoices("JARVIS_OLLAMA_URL", "OLLAMA_HOST"),
+        description="Ollama's address (`JARVIS_OLLAMA_URL`, else `OLLAMA_HOST`).",
+    )
+    upstream_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server for `--backend openai`, "
+        "including `/v1` (e.g. `http://127.0.0.1:8080/v1`).",
+    )
+    upstream_api_key: str | None = Field(
+        None, description="Bearer key sent to the OpenAI-compatible upstream, if it needs one."
+    )
+    default_model: str | None = Field(
+        None,
+        description="Model used when a request names none (default: the upstream's first).",
+    )
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a connection to the upstream."
+    )
     prev_stream_timeout: float = Field(
         2.0,
         ge=0,
@@ -64,6 +90,13 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
+    @field_validator("ollama_url", mode="after")
+    @classmethod
+    def _normalize_ollama_url(cls, value: str) -> str:
+        from jarvis_trio.backends.ollama_wire import normalize_ollama_url
+
+        return normalize_ollama_url(value)
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -85,7 +118,10 @@ def settings_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default
-        shown = ",".join(default) if isinstance(default, tuple) else str(default).lower()
-        shown = f"`{shown}`" if shown else "(empty)"
+        if default is None or default == ():
+            shown = "(empty)"
+        else:
+            text = ",".join(default) if isinstance(default, tuple) else str(default)
+            shown = f"`{text.lower() if isinstance(default, bool) else text}`"
         rows.append(f"| `JARVIS_{name.upper()}` | {shown} | {info.description} |")
     return "\n".join(rows)

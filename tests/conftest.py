@@ -48,6 +48,7 @@ def start_server(nursery: trio.Nursery) -> StartServer:
 
     async def start(backend: Backend | None = None, **overrides: Any) -> RunningServer:
         overrides.setdefault("sim_tokens_per_second", 200.0)
+        overrides.setdefault("backend", "sim")
         app = create_app(Settings(**overrides), backend)
         binds: list[str] = await nursery.start(
             partial(serve, app, "127.0.0.1", 0, shutdown_trigger=trio.Event(), handle_signals=False)

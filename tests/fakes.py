@@ -40,7 +40,7 @@ class FakeBackend:
     async def list_models(self) -> list[ModelInfo]:
         return [ModelInfo("fake", "tests")]
 
-    def resolve_model(self, requested: str | None) -> str:
+    async def resolve_model(self, requested: str | None) -> str:
         return requested or "fake"
 
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:

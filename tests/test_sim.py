@@ -90,6 +90,6 @@ async def test_cancel_stops_the_thread_between_tokens_and_frees_its_slot() -> No
 async def test_models() -> None:
     backend = SimBackend(tokens_per_second=1)
     assert [m.id for m in await backend.list_models()] == [MODEL_ID]
-    assert backend.resolve_model(None) == MODEL_ID
+    assert await backend.resolve_model(None) == MODEL_ID
     with pytest.raises(NotFound):
-        backend.resolve_model("gpt-4o")
+        await backend.resolve_model("gpt-4o")

@@ -82,7 +82,7 @@ class Backend(Protocol):
 
     async def list_models(self) -> list[ModelInfo]: ...
 
-    def resolve_model(self, requested: str | None) -> str:
+    async def resolve_model(self, requested: str | None) -> str:
         """The model to use for ``requested`` (``None``: the default).
 
         Raises :class:`jarvis_trio.errors.NotFound` for a model it does not serve.

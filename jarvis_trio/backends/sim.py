@@ -84,7 +84,7 @@ class SimBackend:
     async def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
 
-    def resolve_model(self, requested: str | None) -> str:
+    async def resolve_model(self, requested: str | None) -> str:
         if requested in (None, MODEL_ID):
             return MODEL_ID
         raise NotFound(

@@ -1,0 +1,133 @@
+"""Ollama's ``/api/chat`` protocol, mapped to and from ours. Pure: no I/O.
+
+Shared by every variant that talks to Ollama (the trio server and the asyncio
+baseline of the benchmarks), so their comparison is about concurrency only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jarvis_trio.backends.base import FinishReason, GenerationRequest, ModelInfo, Usage
+from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
+
+# Ollama has no "developer" role; it is OpenAI's newer name for "system".
+_ROLES = {"developer": "system"}
+
+
+def chat_body(request: GenerationRequest, *, stream: bool = True) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    if request.seed is not None:
+        options["seed"] = request.seed
+    if request.stop:
+        options["stop"] = list(request.stop)
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [
+            {"role": _ROLES.get(turn.role, turn.role), "content": turn.content}
+            for turn in request.messages
+        ],
+        "stream": stream,
+    }
+    if options:
+        body["options"] = options
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLine:
+    """One NDJSON line of a streamed ``/api/chat`` answer."""
+
+    content: str
+    done: bool = False
+    finish_reason: FinishReason = "stop"
+    usage: Usage | None = None
+
+
+def parse_chat_line(line: str | bytes) -> ChatLine | None:
+    """A line of the answer; ``None`` for a blank line. Raises :class:`UpstreamError`."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UpstreamError(
+            "The model server sent a malformed line.", code="upstream_malformed"
+        ) from None
+    if not isinstance(data, dict):
+        raise UpstreamError("The model server sent a malformed line.", code="upstream_malformed")
+    if "error" in data:
+        raise UpstreamError(f"The model server failed: {data['error']}", code="upstream_error")
+    message = data.get("message") or {}
+    content = message.get("content", "") if isinstance(message, dict) else ""
+    if not isinstance(content, str):
+        raise UpstreamError("The model server sent a malformed line.", code="upstream_malformed")
+    if not data.get("done"):
+        return ChatLine(content)
+    reason: FinishReason = "length" if data.get("done_reason") == "length" else "stop"
+    usage = Usage(
+        prompt_tokens=_count(data.get("prompt_eval_count")),
+        completion_tokens=_count(data.get("eval_count")),
+    )
+    return ChatLine(content, done=True, finish_reason=reason, usage=usage)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def error_for_status(status: int, body: str, *, model: str, url: str) -> ApiError:
+    """What a failed ``/api/chat`` response means for our client."""
+    message = _error_message(body) or f"HTTP {status}"
+    if status == 404:
+        return NotFound(
+            f"The model {model!r} is not available at {url}: {message}",
+            param="model",
+            code="model_not_found",
+        )
+    if 400 <= status < 500:
+        return InvalidRequest(f"The model server refused the request: {message}")
+    return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return body.strip()[:500]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    return body.strip()[:500]
+
+
+def models_from_tags(body: Any) -> list[ModelInfo]:
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        raise UpstreamError("The model server sent a malformed model list.")
+    return [
+        ModelInfo(id=str(m.get("name") or m.get("model")), owned_by="ollama")
+        for m in models
+        if isinstance(m, dict) and (m.get("name") or m.get("model"))
+    ]
+
+
+def normalize_ollama_url(value: str) -> str:
+    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; ``0.0.0.0`` means here."""
+    url = value.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    scheme, rest = url.split("://", 1)
+    host, _, tail = rest.partition("/")
+    if host.startswith("0.0.0.0"):
+        host = "127.0.0.1" + host.removeprefix("0.0.0.0")
+    if ":" not in host.rsplit("]", 1)[-1]:
+        host += ":11434"
+    return f"{scheme}://{host}" + (f"/{tail}" if tail else "")

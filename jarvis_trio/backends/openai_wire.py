@@ -1,0 +1,110 @@
+"""An OpenAI-compatible upstream's chat protocol (vLLM, llama.cpp server, LM Studio). Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jarvis_trio.backends.base import FinishReason, GenerationRequest, ModelInfo, Usage
+from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
+
+
+def chat_body(request: GenerationRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": t.role, "content": t.content} for t in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    optional = {
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "seed": request.seed,
+        "stop": list(request.stop) or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class SseChunk:
+    content: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    done: bool = False  # the [DONE] sentinel
+
+
+def parse_sse_line(line: str) -> SseChunk | None:
+    """One line of the SSE answer; ``None`` for anything that is not a data line."""
+    if not line.startswith("data:"):
+        return None
+    data = line.removeprefix("data:").strip()
+    if data == "[DONE]":
+        return SseChunk(done=True)
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise UpstreamError(
+            "The model server sent a malformed event.", code="upstream_malformed"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError("The model server sent a malformed event.", code="upstream_malformed")
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamError(f"The model server failed: {message}", code="upstream_error")
+    usage = None
+    if isinstance(chunk.get("usage"), dict):
+        u = chunk["usage"]
+        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+    content = ""
+    finish: FinishReason | None = None
+    choices = chunk.get("choices") or []
+    if choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta") or {}
+        content = delta.get("content") or "" if isinstance(delta, dict) else ""
+        reason = choices[0].get("finish_reason")
+        if reason is not None:
+            finish = "length" if reason == "length" else "stop"
+    return SseChunk(content=content, finish_reason=finish, usage=usage)
+
+
+def error_for_status(status: int, body: str, *, model: str, url: str) -> ApiError:
+    message = _message(body) or f"HTTP {status}"
+    if status == 404:
+        return NotFound(
+            f"The model {model!r} is not available at {url}: {message}",
+            param="model",
+            code="model_not_found",
+        )
+    if status in (401, 403):
+        return UpstreamError(f"The model server at {url} refused our credentials: {message}")
+    if 400 <= status < 500:
+        return InvalidRequest(f"The model server refused the request: {message}")
+    return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")
+
+
+def _message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return body.strip()[:500]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return body.strip()[:500]
+
+
+def models_from_list(body: Any) -> list[ModelInfo]:
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise UpstreamError("The model server sent a malformed model list.")
+    return [
+        ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or "upstream"))
+        for m in data
+        if isinstance(m, dict) and m.get("id")
+    ]

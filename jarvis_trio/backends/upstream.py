@@ -1,0 +1,114 @@
+"""Blocking HTTP to an upstream model server, from a worker thread, cancellable at every point.
+
+Theory of operation
+-------------------
+A worker thread blocked in ``recv()`` polls nothing: if the upstream is silent
+(a model loading, a stalled GPU) the thread would sit there until the model
+speaks again, holding its connection, its limiter slot and the GPU's work. So
+every request learns its own socket the moment it is connected (httpx's
+``trace`` extension reports ``connection.connect_tcp.complete`` before the
+request is even sent) and registers a callback on the stream's
+:class:`~jarvis_trio.threads.CancelToken` that shuts the socket down. On cancel
+the thread's ``recv()`` returns at once, also while it is still waiting for the
+response headers, and the upstream sees EOF, which stops generation.
+
+Keep-alive is off on purpose: a reused connection fires no connect event, so
+we could not tell which socket belongs to which stream.
+
+Transport failures are mapped to our errors here, at the boundary (as
+httpcore's ``map_exceptions`` does). After a cancel, whatever the thread
+raises is dropped by :func:`~jarvis_trio.threads.run_in_worker` in favour of
+the pending ``Cancelled``, so the shutdown's own "incomplete read" is never
+reported as an upstream failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from jarvis_trio.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
+from jarvis_trio.threads import CancelToken
+
+# Largest error body we read from an upstream to explain a failed request.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # OSError: already closed, the request ended on its own.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class UpstreamHttp:
+    """One httpx client per backend; a fresh connection per request."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            # No read timeout: a short one cannot serve as a poll (the stream is
+            # dead after ReadTimeout); cancellation and our inactivity deadline
+            # reach a silent read through the socket shutdown instead.
+            timeout=httpx.Timeout(connect_timeout, read=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    @contextmanager
+    def request(
+        self, token: CancelToken, method: str, path: str, *, json: Any = None
+    ) -> Iterator[httpx.Response]:
+        """Send a request whose response is read in the caller's (worker) thread."""
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event == "connection.connect_tcp.complete":
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    token.add_callback(lambda: _shutdown(sock))
+
+        token.raise_if_cancelled()
+        try:
+            with self._client.stream(
+                method, path, json=json, extensions={"trace": trace}
+            ) as response:
+                yield response
+        except httpx.ConnectError as exc:
+            raise ServiceUnavailable(
+                f"Cannot reach the model server at {self.base_url}: {exc}.",
+                code="upstream_unreachable",
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"The model server at {self.base_url} timed out: {exc!r}.",
+                code="upstream_timeout",
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise UpstreamError(
+                f"The model server at {self.base_url} closed the connection mid-response ({exc}).",
+                code="upstream_disconnected",
+            ) from None
+
+
+def read_error_body(response: httpx.Response) -> str:
+    """A failed response's body, bounded, as text."""
+    data = b""
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= ERROR_BODY_LIMIT:
+            break
+    return data[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace")
