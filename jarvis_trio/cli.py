@@ -11,7 +11,7 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
-from jarvis_trio import logs
+from jarvis_trio import logs, ollama_sim
 from jarvis_trio.app import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import serve
@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve without API keys on a non-loopback address",
     )
     commands.add_parser("settings", help="print the configuration reference (markdown)")
+    commands.add_parser(
+        "sim-ollama",
+        help="serve the fault-injecting Ollama simulator (see `sim-ollama --help`)",
+        add_help=False,
+    )
     return parser
 
 
@@ -54,6 +59,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim-ollama"]:
+        return ollama_sim.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "settings":
         print(settings_table())

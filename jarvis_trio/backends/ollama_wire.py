@@ -120,14 +120,20 @@ def models_from_tags(body: Any) -> list[ModelInfo]:
 
 
 def normalize_ollama_url(value: str) -> str:
-    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; ``0.0.0.0`` means here."""
+    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; ``0.0.0.0`` means here.
+
+    The default port follows Ollama's own parsing: 11434 without a scheme,
+    else the scheme's (80 for http, 443 for https).
+    """
     url = value.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    scheme, rest = url.split("://", 1)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest, default_port = "http", url, "11434"
+    else:
+        default_port = "443" if scheme == "https" else "80"
     host, _, tail = rest.partition("/")
     if host.startswith("0.0.0.0"):
         host = "127.0.0.1" + host.removeprefix("0.0.0.0")
     if ":" not in host.rsplit("]", 1)[-1]:
-        host += ":11434"
+        host += ":" + default_port
     return f"{scheme}://{host}" + (f"/{tail}" if tail else "")

@@ -1,0 +1,255 @@
+"""Backend ``ollama`` through real hypercorn, against the fault-injecting Ollama simulator.
+
+Order of events is read from the simulator's records (a global ``seq``), not from
+wall-clock thresholds.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from jarvis_trio.backends import choose_backend
+from jarvis_trio.backends.ollama import OllamaBackend
+from jarvis_trio.backends.sim import SimBackend
+from jarvis_trio.config import Settings
+from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
+from tests.conftest import RunningServer, StartServer
+from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
+
+CHAT = "/v1/chat/completions"
+MODEL = "llama3.2:1b"
+
+
+@pytest.fixture
+async def sim(nursery: trio.Nursery) -> OllamaSim:
+    started: OllamaSim = await nursery.start(partial(serve_ollama_sim, tokens_per_second=100.0))
+    return started
+
+
+async def gateway(
+    start_server: StartServer, sim: OllamaSim, **settings: Any
+) -> tuple[RunningServer, trio.CapacityLimiter]:
+    limiter = trio.CapacityLimiter(16)
+    backend = OllamaBackend(sim.url, limiter=limiter, connect_timeout=2.0)
+    return await start_server(backend, **settings), limiter
+
+
+def chat(model: str, *, stream: bool = True, **extra: Any) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+    return body | extra
+
+
+def seq_of(sim: OllamaSim, kind: str, conn: int) -> int:
+    return next(e.seq for e in sim.events() if e.kind == kind and e.conn == conn)
+
+
+async def all_closed(sim: OllamaSim, limiter: trio.CapacityLimiter) -> None:
+    """Nothing left behind: no open upstream connection, no worker thread still busy.
+
+    trio keeps idle worker threads cached for reuse, so "no thread left" is read
+    from the limiter: every thread we started has returned its slot.
+    """
+    with trio.fail_after(5):
+        await sim.wait_until(lambda: sim.open_connections == 0)
+    await eventually(lambda: limiter.borrowed_tokens == 0)
+
+
+@deadline(20)
+async def test_streams_and_maps_fields(start_server: StartServer, sim: OllamaSim) -> None:
+    server, limiter = await gateway(start_server, sim)
+    async with server.client() as client:
+        body = chat(MODEL, max_tokens=5, stream_options={"include_usage": True})
+        async with client.stream("POST", CHAT, json=body) as r:
+            events = await read_all_events(r)
+        assert len(text_of(events).split()) == 5
+        assert events[-3]["choices"][0]["finish_reason"] == "length"  # done_reason
+        usage = events[-2]["usage"]
+        assert usage["completion_tokens"] == 5  # eval_count
+        assert usage["prompt_tokens"] > 0  # prompt_eval_count
+        whole = await client.post(CHAT, json=chat(MODEL, stream=False))
+        assert whole.status_code == 200
+        assert whole.json()["choices"][0]["finish_reason"] == "stop"
+        assert len(whole.json()["choices"][0]["message"]["content"].split()) == 40
+        models = (await client.get("/v1/models")).json()["data"]
+        assert MODEL in [m["id"] for m in models]
+    await all_closed(sim, limiter)
+
+
+@pytest.mark.parametrize("where", ["after first token", "before headers"])
+@deadline(30)
+async def test_silent_upstream_is_closed_before_the_next_prompt_reaches_it(
+    start_server: StartServer, sim: OllamaSim, where: str
+) -> None:
+    """A stalls silently; B arrives in the same session. B streams, A ends cleanly,
+    and A's upstream connection is closed before B's upstream request is made."""
+    server, limiter = await gateway(start_server, sim)
+    fault = "stall_after=1" if where == "after first token" else "stall_headers"
+    headers = {"X-Session-Id": "stall"}
+    async with server.client() as ca, server.client() as cb, trio.open_nursery() as nursery:
+        a_events: list[Any] = []
+
+        async def run_a() -> None:
+            async with ca.stream("POST", CHAT, json=chat(f"{MODEL}+{fault}"), headers=headers) as a:
+                assert a.status_code == 200
+                a_events.extend(await read_all_events(a))
+
+        nursery.start_soon(run_a)
+        first = await sim.wait_request(lambda r: r.path == "/api/chat")
+        if where == "after first token":
+            await sim.wait_until(lambda: any(r.tokens_sent == 1 for r in sim.requests()))
+        async with cb.stream("POST", CHAT, json=chat(MODEL), headers=headers) as b:
+            assert b.status_code == 200
+            b_events = await read_all_events(b)
+    assert b_events[-1] == "[DONE]"
+    assert b_events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert a_events[-2]["choices"][0]["finish_reason"] == "superseded"
+    second = next(r for r in sim.requests() if r.conn != first.conn)
+    assert sim.record(first.conn).closed_by == "client"
+    assert seq_of(sim, "close", first.conn) < seq_of(sim, "request", second.conn)
+    await all_closed(sim, limiter)
+
+
+@deadline(20)
+async def test_client_disconnect_closes_the_upstream(
+    start_server: StartServer, sim: OllamaSim
+) -> None:
+    server, limiter = await gateway(start_server, sim)
+    async with server.client() as client:
+        async with client.stream("POST", CHAT, json=chat(f"{MODEL}+tokens=500")) as r:
+            await anext(sse_events(r))
+        # leaving the block closed our connection mid-stream
+    await all_closed(sim, limiter)
+    (request,) = sim.requests()
+    assert sim.record(request.conn).closed_by == "client"
+    assert request.outcome != "completed"
+
+
+@deadline(20)
+async def test_stop_closes_a_silent_upstream(start_server: StartServer, sim: OllamaSim) -> None:
+    server, limiter = await gateway(start_server, sim)
+    headers = {"X-Session-Id": "stop-silent"}
+    async with server.client() as client, server.client() as stopper:
+        body = chat(f"{MODEL}+stall_after=2")
+        async with client.stream("POST", CHAT, json=body, headers=headers) as r:
+            events = sse_events(r)
+            for _ in range(3):  # the role chunk and both tokens: the upstream is silent now
+                await anext(events)
+            assert [r.tokens_sent for r in sim.requests()] == [2]
+            stop = await stopper.post("/v1/sessions/stop-silent/cancel")
+            rest = [e async for e in events]
+    assert stop.json()["result"] == "finished_cleanly"
+    assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
+    await all_closed(sim, limiter)
+
+
+@deadline(20)
+async def test_inactivity_closes_a_stalled_upstream(
+    start_server: StartServer, sim: OllamaSim
+) -> None:
+    server, limiter = await gateway(start_server, sim, stream_inactivity_seconds=0.3)
+    async with server.client() as client:
+        async with client.stream("POST", CHAT, json=chat(f"{MODEL}+stall_after=2")) as r:
+            events = await read_all_events(r)
+        assert len(text_of(events).split()) == 2
+        assert events[-2]["error"]["code"] == "inactivity_timeout"
+        loading = await client.post(CHAT, json=chat(f"{MODEL}+stall_headers"))
+        assert loading.status_code == 504  # nothing was sent yet: a plain HTTP error
+        assert loading.json()["error"]["code"] == "inactivity_timeout"
+    await all_closed(sim, limiter)
+    assert all(r.closed_by == "client" for r in sim.records() if not r.is_control)
+
+
+# Each fault: (model suffix, streaming ending, non-streaming status, error code)
+FAULTS = [
+    ("+slow=0.01+tokens=5", "stop", 200, None),
+    ("+disconnect_after=3", "error", 502, "upstream_disconnected"),
+    ("+malformed_after=2", "error", 502, "upstream_malformed"),
+    ("+error_after=2", "error", 502, "upstream_error"),
+    ("+status=500", "http", 502, None),
+    ("-unknown", "http", 404, "model_not_found"),
+]
+
+
+@pytest.mark.parametrize(("suffix", "ending", "status", "code"), FAULTS)
+@deadline(20)
+async def test_every_fault_gives_its_documented_result(
+    start_server: StartServer,
+    sim: OllamaSim,
+    suffix: str,
+    ending: str,
+    status: int,
+    code: str | None,
+) -> None:
+    server, limiter = await gateway(start_server, sim)
+    model = MODEL + suffix
+    async with server.client() as client:
+        async with client.stream("POST", CHAT, json=chat(model)) as r:
+            if ending == "http":
+                await r.aread()
+                assert r.status_code == status
+                error = r.json()["error"]
+            else:
+                assert r.status_code == 200
+                events = await read_all_events(r)
+                assert events[-1] == "[DONE]"
+                if ending == "stop":
+                    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+                else:
+                    error = events[-2]["error"]
+                    assert error["type"] == "upstream_error"
+        if ending != "stop" and code is not None:
+            assert error["code"] == code
+        plain = await client.post(CHAT, json=chat(model, stream=False))
+        assert plain.status_code == status
+        if code is not None:
+            assert plain.json()["error"]["code"] == code
+        # ... and the server keeps serving.
+        assert (await client.post(CHAT, json=chat(MODEL, stream=False))).status_code == 200
+    await all_closed(sim, limiter)
+
+
+@deadline(20)
+async def test_mid_stream_error_line_keeps_ollamas_message(
+    start_server: StartServer, sim: OllamaSim
+) -> None:
+    server, _ = await gateway(start_server, sim)
+    async with server.client() as client:
+        async with client.stream("POST", CHAT, json=chat(f"{MODEL}+error_after=1")) as r:
+            events = await read_all_events(r)
+    assert text_of(events)
+    assert "simulated failure" in events[-2]["error"]["message"]
+
+
+@deadline(20)
+async def test_connection_refused_is_a_503_naming_the_url(start_server: StartServer) -> None:
+    server = await start_server(OllamaBackend("http://127.0.0.1:9", connect_timeout=2.0))
+    async with server.client() as client:
+        r = await client.post(CHAT, json=chat(MODEL))
+    assert r.status_code == 503
+    assert "http://127.0.0.1:9" in r.json()["error"]["message"]
+
+
+@deadline(20)
+async def test_auto_picks_ollama_when_it_answers_else_the_embedded_model(
+    sim: OllamaSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    found = await trio.to_thread.run_sync(
+        choose_backend, Settings(backend="auto", ollama_url=sim.url), limiter
+    )
+    assert isinstance(found, OllamaBackend)
+    missing = await trio.to_thread.run_sync(
+        choose_backend, Settings(backend="auto", ollama_url="http://127.0.0.1:9"), limiter
+    )
+    assert isinstance(missing, SimBackend)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage() == "backend_selected"]
+    assert len(lines) == 2
+    reasons = [
+        r.__dict__["jarvis_fields"]["reason"] for r in caplog.records if r.msg == "backend_selected"
+    ]
+    assert "answered at " + sim.url in reasons[0]
+    assert "no Ollama at http://127.0.0.1:9" in reasons[1]

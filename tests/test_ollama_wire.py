@@ -1,0 +1,106 @@
+"""Ollama's /api/chat protocol mapped to ours: pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Usage
+from jarvis_trio.backends.ollama_wire import (
+    chat_body,
+    error_for_status,
+    models_from_tags,
+    normalize_ollama_url,
+    parse_chat_line,
+)
+from jarvis_trio.errors import InvalidRequest, NotFound, UpstreamError
+
+
+def test_request_fields_map_to_ollama_options() -> None:
+    request = GenerationRequest(
+        model="llama3.2:1b",
+        messages=(ChatTurn("developer", "be brief"), ChatTurn("user", "hi")),
+        max_tokens=7,
+        temperature=0.5,
+        top_p=0.9,
+        seed=42,
+        stop=("\n\n",),
+    )
+    assert chat_body(request) == {
+        "model": "llama3.2:1b",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+        ],
+        "stream": True,
+        "options": {
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "seed": 42,
+            "stop": ["\n\n"],
+            "num_predict": 7,
+        },
+    }
+    bare = GenerationRequest(model="m", messages=(ChatTurn("user", "x"),))
+    assert "options" not in chat_body(bare)
+
+
+def test_content_lines_and_the_final_line() -> None:
+    line = parse_chat_line(b'{"message":{"role":"assistant","content":"Hel"},"done":false}')
+    assert line is not None and line.content == "Hel" and not line.done
+    final = parse_chat_line(
+        '{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length",'
+        '"prompt_eval_count":12,"eval_count":7}'
+    )
+    assert final is not None and final.done
+    assert final.finish_reason == "length"
+    assert final.usage == Usage(12, 7)
+    other = parse_chat_line('{"done":true,"done_reason":"unload"}')
+    assert other is not None and other.finish_reason == "stop"
+    assert parse_chat_line(b"  \n") is None
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"message": {"content": "x"', b"[1,2]", b'{"message":{"content":5}}']
+)
+def test_malformed_lines_are_upstream_errors(raw: bytes) -> None:
+    with pytest.raises(UpstreamError) as info:
+        parse_chat_line(raw)
+    assert info.value.code == "upstream_malformed"
+
+
+def test_error_line_is_an_upstream_error_with_its_message() -> None:
+    with pytest.raises(UpstreamError, match="simulated failure"):
+        parse_chat_line(b'{"error": "simulated failure"}')
+
+
+def test_status_errors() -> None:
+    url = "http://127.0.0.1:11434"
+    not_found = error_for_status(404, '{"error":"model \\"x\\" not found"}', model="x", url=url)
+    assert isinstance(not_found, NotFound) and not_found.param == "model"
+    assert 'model "x" not found' in not_found.message
+    assert isinstance(error_for_status(400, "bad", model="x", url=url), InvalidRequest)
+    server = error_for_status(500, '{"error":"boom"}', model="x", url=url)
+    assert isinstance(server, UpstreamError) and server.status == 502
+    assert url in server.message and "boom" in server.message
+
+
+def test_tags() -> None:
+    body = {"models": [{"name": "llama3.2:1b"}, {"model": "qwen2.5:0.5b"}, {"x": 1}]}
+    assert [m.id for m in models_from_tags(body)] == ["llama3.2:1b", "qwen2.5:0.5b"]
+    with pytest.raises(UpstreamError):
+        models_from_tags({"nope": []})
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:11434"),
+        ("0.0.0.0:5000", "http://127.0.0.1:5000"),
+        ("http://gpu-box:11434/", "http://gpu-box:11434"),
+        ("http://gpu-box", "http://gpu-box:80"),
+        ("https://ollama.example.org", "https://ollama.example.org:443"),
+        ("[::1]", "http://[::1]:11434"),
+    ],
+)
+def test_ollama_host_forms(value: str, url: str) -> None:
+    assert normalize_ollama_url(value) == url
