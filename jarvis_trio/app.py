@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -63,11 +63,16 @@ def _exit_callbacks(scope: Scope) -> list[Callable[[], None]]:
 
 
 class ExchangeLifetime:
-    """ASGI middleware: nothing started for an HTTP exchange outlives it.
+    """ASGI middleware for the two things an HTTP exchange must never leave behind.
 
-    Quart awaits ``http.response.start`` before it enters a streaming body, so
-    a client that leaves at that moment never runs the body's ``finally``.
-    The exchange itself always ends, so its callbacks run here.
+    1. Nothing started for the exchange outlives it. Quart awaits
+       ``http.response.start`` before it enters a streaming body, so a client
+       that leaves at that moment never runs the body's ``finally``; the
+       exchange itself always ends, so its callbacks run here.
+    2. A connection is never left with unread request body. When we answer
+       before reading a body (an auth error, a 404, a 413), hypercorn's
+       per-request queue fills and the client's next request on that kept-alive
+       connection hangs (NOTES.md). Such a response says ``Connection: close``.
     """
 
     def __init__(self, app: ASGIFramework) -> None:
@@ -81,11 +86,35 @@ class ExchangeLifetime:
             return
         callbacks: list[Callable[[], None]] = []
         cast(dict[str, Any], scope)[EXIT_CALLBACKS] = callbacks
+        body_done = not _declares_body(scope["headers"])
+
+        async def receive_tracked() -> Any:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def send_closing_if_unread(message: Any) -> None:
+            if message["type"] == "http.response.start" and not body_done:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive_tracked, send_closing_if_unread)
         finally:
             for callback in callbacks:
                 callback()
+
+
+def _declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if lowered == b"transfer-encoding":
+            return True
+    return False
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
@@ -163,10 +192,6 @@ def _register_hooks(app: QuartTrio) -> None:
     async def api_error(error: ApiError) -> Response:
         response = jsonify(error.body())
         response.status_code = error.status
-        if isinstance(error, PayloadTooLarge):
-            # A kept-alive connection after a 413 can leave the client's next
-            # request hanging (NOTES.md): close it.
-            response.headers["Connection"] = "close"
         return response
 
     @app.errorhandler(HTTPException)

@@ -121,12 +121,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError also covers bad UTF-8 and integers past Python's 4300-digit limit.
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    try:
+        # JSON may escape a lone surrogate ("\ud800"): valid JSON, but no text we
+        # can pass to a model or write back as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "The request body contains an unpaired UTF-16 surrogate.", code="invalid_text"
+        ) from None
     return value
 
 

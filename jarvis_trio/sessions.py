@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -100,16 +101,21 @@ class SessionManager:
         self._sessions: dict[SessionKey, Session] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._stopped = trio.Event()
         self._counters = _Counters()
 
     # -- lifetime
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown` (or until cancelled)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closing = True  # also when cancelled from outside: refuse new work
+            self._stopped.set()
 
     async def shutdown(self) -> None:
         """Cancel every stream (reason ``shutdown``), join within the budget, then stop."""
@@ -124,6 +130,10 @@ class SessionManager:
             for session in list(self._sessions.values()):
                 await session.closed.wait()
         self._nursery.cancel_scope.cancel(reason="shutdown")
+        # Streams that outlived the budget are cancelled hard now; give their
+        # threads one more budget to return before the backend is closed.
+        with trio.move_on_after(self.join_budget):
+            await self._stopped.wait()
 
     # -- requests
 
@@ -139,7 +149,9 @@ class SessionManager:
             request_id=request_id,
             inactivity_seconds=self.inactivity_seconds,
         )
-        key = (owner, session_id if session_id is not None else "~" + stream.id)
+        # A request without a session gets a key no client can name (NUL is not
+        # allowed in X-Session-Id).
+        key = (owner, session_id if session_id is not None else "\0" + stream.id)
         stream.session_key = key
         session = self._sessions.get(key) or self._open_session(key, session_id)
         session.streams[stream.id] = stream
@@ -162,10 +174,10 @@ class SessionManager:
     def abandon(self, stream: Stream) -> None:
         """The HTTP exchange that owns ``stream`` is over: cancel it if it still runs."""
         session = self._sessions.get(stream.session_key)
-        if session is not None and stream.id in session.streams:
+        if session is not None and stream.id in session.streams and not stream.producer_done:
             now = trio.current_time()
             self._apply(session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now))
-        stream.close_reader()
+        stream.close_reader()  # releases a finished stream whose reader had not ended
 
     async def stop(self, owner: str, session_id: str) -> StopReport:
         """The Stop button: cancel the session's stream and join it within the budget."""
@@ -202,6 +214,7 @@ class SessionManager:
     # -- carrying out decisions
 
     def _apply(self, session: Session, actions: list[Action]) -> None:
+        released: list[Stream] = []
         for action in actions:
             if isinstance(action, Start):
                 if action.after is not None and action.clean:
@@ -213,7 +226,12 @@ class SessionManager:
             elif isinstance(action, Cancel):
                 self._counters.cancels += 1
                 logs.event("stream_cancelled", trace=action.stream, reason=action.reason.value)
-                session.streams[action.stream].mark_cancelled(action.reason)
+                cancelled = session.streams[action.stream]
+                cancelled.mark_cancelled(action.reason)
+                if cancelled.producer_done:
+                    # Generation was over, only its reader was still going: it has
+                    # just been cut off, so the stream is released now.
+                    released.append(cancelled)
             elif isinstance(action, Reject):
                 logs.event(
                     "stream_cancelled",
@@ -230,9 +248,13 @@ class SessionManager:
                     session=session.label,
                     trace=action.stream,
                 )
+        # After the loop: releasing is a transition of its own, never nested in another.
+        for stream in released:
+            self._finished(session, stream)
 
     def _start(self, session: Session, stream: Stream) -> None:
         self._counters.started += 1
+        stream.on_reader_done = partial(self._finished, session)
         stream.start()
         if session.nursery is None:
             session.deferred.append(stream)
@@ -266,7 +288,12 @@ class SessionManager:
             if ending is None:  # our scope caught a cancel
                 if stream.cancel_reason is not None:
                     ending = Ending.cancelled(stream.cancel_reason)
+                elif stream.blocked_on_reader:
+                    self._counters.cancels += 1
+                    logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
+                    ending = Ending.cancelled(CancelReason.DISCONNECTED)
                 else:
+                    self._counters.cancels += 1
                     logs.event("stream_cancelled", trace=stream.id, reason="inactivity")
                     ending = Ending(
                         Outcome.INACTIVITY,
@@ -294,11 +321,20 @@ class SessionManager:
                 outcome=ending.outcome.value,
                 tokens=stream.tokens,
             )
-            self._finished(session, stream)
+            try:
+                if stream.reader_done or stream.cancel_reason is not None:
+                    self._finished(session, stream)
+                # else: released when its reader is done (Stream.on_reader_done).
+            except Exception:
+                # A bug here must cost one session, not the server (an exception
+                # would climb through every nursery up to the lifespan's).
+                logs.log.exception("session_cleanup_failed trace=%s", stream.id)
 
     def _finished(self, session: Session, stream: Stream) -> None:
+        """``stream`` is over on both sides: tell the rules, maybe start the next one."""
+        if session.streams.pop(stream.id, None) is None:
+            return  # already released
         actions = session.rules.finished(stream.id)
-        session.streams.pop(stream.id, None)
         self._apply(session, actions)
         if session.rules.idle:
             if self._sessions.get(session.key) is session:

@@ -8,13 +8,18 @@ Invariant: nothing the backend sends after the stream was cancelled reaches
 the reader. The reader checks ``cancel_reason`` before each batch, and a
 cancel wakes a reader that is blocked waiting for output, so a superseded
 client gets its final chunk at once even if the backend is slow to die.
+
+A stream is *released* (its session may start another) only when both sides
+are done: the backend's task has ended, and the reader has taken everything
+or was cancelled. A finished answer that its client is still reading keeps
+the session busy, so its buffered output never overlaps the next stream's.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
@@ -61,6 +66,11 @@ class Stream:
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
         self._send, self._receive = trio.open_memory_channel[str](CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
+        self.producer_done = False
+        self.blocked_on_reader = False
+        self.reader_done = False
+        # Called (once) when the reader finishes after the producer did.
+        self.on_reader_done: Callable[[Stream], None] | None = None
 
     # -- Sink (backend side)
 
@@ -68,7 +78,18 @@ class Stream:
         self._ready.set()
 
     async def send(self, text: str) -> None:
-        await self._send.send(text)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._send.send_nowait(text)
+        except trio.WouldBlock:
+            # The buffer is full: the client is slow, not the model. If the
+            # inactivity deadline fires now, the stream ends as a client that
+            # stopped reading (the flag stays set when ``send`` is cancelled).
+            self.blocked_on_reader = True
+            await self._send.send(text)
+            self.blocked_on_reader = False
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         self.tokens += 1
         self.scope.deadline = trio.current_time() + self.inactivity_seconds
 
@@ -98,6 +119,7 @@ class Stream:
         # close must never see a stale (missing) ending.
         if self.ending is None:
             self.ending = ending
+        self.producer_done = True
         self._send.close()
         self._ready.set()
         self.finished.set()
@@ -109,24 +131,27 @@ class Stream:
 
     async def batches(self) -> AsyncIterator[list[str]]:
         """Output in batches of what is already buffered; stops at the end or a cancel."""
-        while self.cancel_reason is None:
-            with trio.CancelScope() as scope:
-                self._reader_scope = scope
-                try:
-                    first = await self._receive.receive()
-                except trio.EndOfChannel:
+        try:
+            while self.cancel_reason is None:
+                with trio.CancelScope() as scope:
+                    self._reader_scope = scope
+                    try:
+                        first = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    finally:
+                        self._reader_scope = None
+                if scope.cancelled_caught or self.cancel_reason is not None:
                     return
-                finally:
-                    self._reader_scope = None
-            if scope.cancelled_caught or self.cancel_reason is not None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            yield batch
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                yield batch
+        finally:
+            self._finish_reading()
 
     async def collect(self) -> tuple[str, Ending]:
         """Read the whole answer (the non-streaming path)."""
@@ -145,3 +170,11 @@ class Stream:
 
     def close_reader(self) -> None:
         self._receive.close()
+        self._finish_reading()
+
+    def _finish_reading(self) -> None:
+        if self.reader_done:
+            return
+        self.reader_done = True
+        if self.producer_done and self.on_reader_done is not None:
+            self.on_reader_done(self)

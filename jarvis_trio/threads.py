@@ -30,6 +30,8 @@ from typing import TypeVar
 import outcome
 import trio
 
+from jarvis_trio import logs
+
 T = TypeVar("T")
 
 
@@ -79,7 +81,12 @@ class CancelToken:
             self._event.set()
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:
+                # One failing callback must not keep the others (a socket
+                # shutdown that frees a blocked thread) from running.
+                logs.log.exception("cancel_callback_failed")
 
 
 async def run_in_worker(
@@ -96,13 +103,20 @@ async def run_in_worker(
             if not done:
                 token.fire()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fire_on_cancel)
-        result = await trio.to_thread.run_sync(outcome.capture, fn, token, limiter=limiter)
-        done = True
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fire_on_cancel)
+            result = await trio.to_thread.run_sync(outcome.capture, fn, token, limiter=limiter)
+            done = True
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watcher's Cancelled comes out of the nursery wrapped in a group;
+        # callers (and their ``except trio.Cancelled``) must see a plain one.
+        if group.split(trio.Cancelled)[1] is None:
+            await trio.lowlevel.checkpoint()  # raises the pending Cancelled
+        raise
     if token.cancelled:
-        # The caller was cancelled: whatever the thread raised is a consequence.
-        # Re-raise the pending Cancelled rather than that (NOTES.md).
+        # Whatever the thread raised after the token fired is a consequence of
+        # the cancel; re-raise the pending Cancelled instead (NOTES.md).
         await trio.lowlevel.checkpoint()
     return result.unwrap()

@@ -168,3 +168,47 @@ async def test_server_stays_healthy_after_bad_input(server: RunningServer) -> No
             await client.post(CHAT, content=raw)
         assert (await client.get("/healthz")).json()["sessions"] == 0
         assert (await client.post(CHAT, json=OK)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "case", ["auth error", "bad request id", "unknown path", "stop with a body"]
+)
+@deadline(30)
+async def test_answering_without_reading_a_large_body_never_hangs_the_next_request(
+    start_server: StartServer, case: str
+) -> None:
+    """Found in review: any early answer, not just a 413, left the kept-alive
+    connection with unread body, and the client's next request hung."""
+    server = await start_server(api_keys="k")
+    auth = {"Authorization": "Bearer k"}
+    path, headers = {
+        "auth error": (CHAT, {"Authorization": "Bearer wrong"}),
+        "bad request id": (CHAT, {**auth, "X-Request-Id": "bad id!"}),
+        "unknown path": ("/v1/nope", auth),
+        "stop with a body": ("/v1/sessions/s/cancel", auth),
+    }[case]
+    big = b'{"prompt": "' + b"x" * 600_000 + b'"}'
+    async with server.client(limits=httpx.Limits(max_connections=1), timeout=5.0) as client:
+        first = await client.post(path, content=big, headers=headers)
+        assert first.status_code in (400, 401, 404, 200)
+        assert first.headers["connection"] == "close"
+        again = await client.post(CHAT, json=OK, headers=auth)
+        assert again.status_code == 200
+        assert "connection" not in again.headers  # a fully read body keeps the connection
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("integer past 4300 digits", b'{"prompt": "hi", "seed": ' + b"1" * 5000 + b"}"),
+        ("lone surrogate in a prompt", b'{"prompt": "hi \\ud800 there"}'),
+        ("lone surrogate in a key", b'{"prompt": "hi", "\\udfff": 1}'),
+    ],
+)
+@deadline(10)
+async def test_json_that_python_parses_but_cannot_use_is_a_400(
+    client: httpx.AsyncClient, name: str, raw: bytes
+) -> None:
+    """Found in review: these were 500s with a traceback."""
+    r = await client.post(CHAT, content=raw, headers={"content-type": "application/json"})
+    assert_error(r, 400)

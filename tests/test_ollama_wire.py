@@ -104,3 +104,9 @@ def test_tags() -> None:
 )
 def test_ollama_host_forms(value: str, url: str) -> None:
     assert normalize_ollama_url(value) == url
+
+
+def test_a_lone_surrogate_from_upstream_becomes_a_replacement_character() -> None:
+    line = parse_chat_line(b'{"message":{"content":"a\\ud800b?"},"done":false}')
+    assert line is not None and line.content == "a\ufffdb?"
+    line.content.encode("utf-8")  # writable as UTF-8

@@ -315,3 +315,52 @@ async def test_millions_of_one_off_sessions_do_not_grow_memory(
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     print(f"memory kept after 10,000 one-off sessions: {grown} bytes")
     assert grown < 200_000, f"{grown} bytes kept after 10,000 one-off sessions"
+
+
+async def test_a_finished_answer_still_being_read_is_cut_off_before_the_next_starts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found in review: A's buffered output reached its slow client while B streamed."""
+    backend = FakeBackend(interval=0.01, tokens=30)
+    async with open_manager(backend) as manager:
+        a = await start(manager, "A")
+        await trio.sleep(1.0)  # A's generation is over; its 30 chunks sit unread
+        assert a.producer_done
+        assert manager.statistics().live_streams == 1  # still emitting to its client
+        b = await start(manager, "B")
+        text, ending = await a.collect()
+        assert text == ""
+        assert ending.outcome is Outcome.SUPERSEDED
+        assert b.started_at == trio.current_time()  # no wait: nothing was left to join
+        b.close_reader()
+
+
+async def test_a_finished_answer_read_to_the_end_frees_the_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(interval=0.01, tokens=30)
+    async with open_manager(backend) as manager:
+        a = await start(manager, "A")
+        await trio.sleep(1.0)
+        assert manager.statistics().sessions == 1
+        text, ending = await a.collect()
+        assert ending.outcome is Outcome.COMPLETED and len(text.split()) == 30
+        assert manager.statistics().sessions == 0
+
+
+async def test_a_client_that_stops_reading_is_not_blamed_on_the_model(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a slow reader ended as "No output for N s" from a healthy model."""
+    backend = FakeBackend(interval=0.01, tokens=1000)
+    async with open_manager(backend, inactivity=5.0) as manager:
+        a = await start(manager, "A")
+        await trio.sleep(6.0)  # the client pauses; the buffer fills in 0.64 s
+        text, ending = await a.collect()
+        assert ending.outcome is Outcome.DISCONNECTED
+        assert len(text.split()) == 64  # the whole buffer; the blocked send never completed
+        assert backend.ends["A"] == pytest.approx(backend.starts["A"] + 0.64 + 5.0)
+    assert any(
+        r.__dict__.get("jarvis_fields", {}).get("reason") == "client_not_reading"
+        for r in caplog.records
+    )

@@ -93,3 +93,15 @@ async def test_models() -> None:
     assert await backend.resolve_model(None) == MODEL_ID
     with pytest.raises(NotFound):
         await backend.resolve_model("gpt-4o")
+
+
+@deadline(10)
+async def test_a_stop_sequence_straddling_two_tokens_is_never_half_sent() -> None:
+    """Found in review: with stop 'ch se', 'Closes unless each' leaked 'ch'."""
+    full = "".join(sim_pieces(req("What is 2+2?")))
+    words = full.split()
+    stop = words[4][-2:] + " " + words[5][:2]  # spans the boundary of two tokens
+    sink = ListSink()
+    await SimBackend(tokens_per_second=5000).generate(req("What is 2+2?", stop=(stop,)), sink)
+    text = "".join(sink.pieces)
+    assert text == full[: full.index(stop)]

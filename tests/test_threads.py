@@ -111,3 +111,29 @@ def test_callbacks_run_once_and_late_ones_run_at_once() -> None:
     assert token.cancelled
     with pytest.raises(WorkerCancelled):
         token.wait(0)
+
+
+@deadline(10)
+async def test_the_caller_sees_a_plain_cancelled_not_a_group() -> None:
+    """Found in review: backends catching ``trio.Cancelled`` missed a wrapped one."""
+    caught: list[BaseException] = []
+    with trio.move_on_after(0.05):
+        try:
+            await run_in_worker(lambda token: token.wait(30))
+        except BaseException as exc:
+            caught.append(exc)
+            raise
+    assert [type(e) for e in caught] == [trio.Cancelled]
+
+
+def test_a_failing_callback_does_not_skip_the_others() -> None:
+    token = CancelToken()
+    calls: list[str] = []
+
+    def broken() -> None:
+        raise OSError("bad fd")
+
+    token.add_callback(broken)
+    token.add_callback(lambda: calls.append("shutdown"))
+    token.fire()
+    assert calls == ["shutdown"]

@@ -8,6 +8,7 @@ get that for free from :mod:`jarvis_trio.threads`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -65,6 +66,17 @@ class ModelInfo:
     id: str
     owned_by: str
     created: int = 0
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Upstream text as valid Unicode: a lone surrogate (legal in JSON) becomes U+FFFD.
+
+    Written back as UTF-8 it would otherwise fail mid-response and cut the stream.
+    """
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 class Sink(Protocol):

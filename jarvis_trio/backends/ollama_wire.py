@@ -10,7 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jarvis_trio.backends.base import FinishReason, GenerationRequest, ModelInfo, Usage
+from jarvis_trio.backends.base import (
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    Usage,
+    clean_text,
+)
 from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
 
 # Ollama has no "developer" role; it is OpenAI's newer name for "system".
@@ -70,6 +76,7 @@ def parse_chat_line(line: str | bytes) -> ChatLine | None:
     content = message.get("content", "") if isinstance(message, dict) else ""
     if not isinstance(content, str):
         raise UpstreamError("The model server sent a malformed line.", code="upstream_malformed")
+    content = clean_text(content)
     if not data.get("done"):
         return ChatLine(content)
     reason: FinishReason = "length" if data.get("done_reason") == "length" else "stop"

@@ -6,7 +6,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jarvis_trio.backends.base import FinishReason, GenerationRequest, ModelInfo, Usage
+from jarvis_trio.backends.base import (
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    Usage,
+    clean_text,
+)
 from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
 
 
@@ -68,7 +74,7 @@ def parse_sse_line(line: str) -> SseChunk | None:
         reason = choices[0].get("finish_reason")
         if reason is not None:
             finish = "length" if reason == "length" else "stop"
-    return SseChunk(content=content, finish_reason=finish, usage=usage)
+    return SseChunk(content=clean_text(content), finish_reason=finish, usage=usage)
 
 
 def error_for_status(status: int, body: str, *, model: str, url: str) -> ApiError:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import trio
 
 from jarvis_trio.backends.base import (
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
@@ -102,31 +103,36 @@ class SimBackend:
     def _produce(
         self, request: GenerationRequest, sink: Sink, token: CancelToken
     ) -> GenerationResult:
-        """Runs in the worker thread."""
-        limit = request.max_tokens
-        finish: str = "stop"
-        text = ""
-        emitted = 0
+        """Runs in the worker thread.
+
+        With stop sequences, the last ``len(longest stop) - 1`` characters are held
+        back, so a stop string that straddles two tokens is never half-sent.
+        """
+        hold = max((len(stop) for stop in request.stop), default=1) - 1
+        text, sent, generated = "", 0, 0
+        finish: FinishReason = "stop"
         next_at = time.monotonic()
         for piece in sim_pieces(request):
-            if limit is not None and emitted >= limit:
+            if request.max_tokens is not None and generated >= request.max_tokens:
                 finish = "length"
                 break
             next_at += self.interval
             token.wait(max(0.0, next_at - time.monotonic()))
             token.raise_if_cancelled()
-            stop_at = _first_stop(text + piece, request.stop)
-            if stop_at is not None:
-                tail = (text + piece)[len(text) : stop_at]
-                if tail:
-                    trio.from_thread.run(sink.send, tail)
-                break
             text += piece
-            trio.from_thread.run(sink.send, piece)
-            emitted += 1
+            generated += 1
+            stop_at = _first_stop(text, request.stop)
+            if stop_at is not None:
+                text = text[:stop_at]
+                break
+            if len(text) - hold > sent:
+                trio.from_thread.run(sink.send, text[sent : len(text) - hold])
+                sent = len(text) - hold
+        if len(text) > sent:
+            trio.from_thread.run(sink.send, text[sent:])
         return GenerationResult(
-            finish_reason="length" if finish == "length" else "stop",
-            usage=Usage(prompt_tokens=count_words(request), completion_tokens=emitted),
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=count_words(request), completion_tokens=generated),
         )
 
     async def aclose(self) -> None:
