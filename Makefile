@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install lock clean readme
+.PHONY: run test lint typecheck unit install lock clean readme bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.handoff --rounds 200 --markdown docs/benchmarks-handoff.md
 
 ## Regenerate README's configuration table from jarvis_trio/config.py.
 readme: $(STAMP)

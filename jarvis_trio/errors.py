@@ -100,6 +100,22 @@ class UpstreamTimeout(ApiError):
     type = "timeout"
 
 
+def upstream_status_error(status: int, message: str, *, model: str, url: str) -> ApiError:
+    """What a failed upstream response means for our client, whatever the protocol."""
+    message = message or f"HTTP {status}"
+    if status == 404:
+        return NotFound(
+            f"The model {model!r} is not available at {url}: {message}",
+            param="model",
+            code="model_not_found",
+        )
+    if status in (401, 403):
+        return UpstreamError(f"The model server at {url} refused our credentials: {message}")
+    if 400 <= status < 500:
+        return InvalidRequest(f"The model server refused the request: {message}")
+    return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")
+
+
 def error_body(
     message: str, type_: str, *, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:

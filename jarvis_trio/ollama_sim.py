@@ -98,7 +98,6 @@ import dataclasses
 import email.utils
 import hashlib
 import http
-import ipaddress
 import itertools
 import json
 import math
@@ -114,6 +113,8 @@ from typing import Any, Literal
 
 import h11
 import trio
+
+from jarvis_trio.config import is_loopback
 
 OLLAMA_VERSION = "0.5.7"
 DEFAULT_PORT = 11435
@@ -737,7 +738,7 @@ class OllamaSim:
 
         Cancelling closes every connection, each recorded as closed by ``"server"``.
         """
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the Ollama simulator only listens on loopback, not {host!r}")
         host = "127.0.0.1" if host == "localhost" else host
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -1212,15 +1213,6 @@ def _content_length(request: h11.Request) -> int | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 # -- entry points ---------------------------------------------------------------------
 
 
@@ -1268,7 +1260,7 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Serve on ``--host``/``--port`` until SIGINT or SIGTERM."""
     args = build_parser().parse_args(argv)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(f"ollama_sim: only loopback addresses, not {args.host!r}", file=sys.stderr)
         return 2
     if not args.tokens_per_second > 0 or not 0 <= args.answer_tokens <= MAX_ANSWER_TOKENS:

@@ -177,3 +177,59 @@ def test_invalid_configuration_is_reported(
     monkeypatch.setenv("JARVIS_PREV_STREAM_TIMEOUT", "-1")
     assert main(["serve", "--port", "0"]) == 2
     assert "prev_stream_timeout" in capsys.readouterr().err
+
+
+SIM_READY = r"ollama_sim listening url=(http://\S+)"
+
+
+@deadline(60)
+async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> None:
+    """The two real processes: supersede a silently stalled stream; read the order of
+    events from the simulator over HTTP."""
+    sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0"]
+    async with run_server(sim_argv, SIM_READY) as sim:
+        argv = [
+            str(BIN / "jarvis-trio"),
+            "serve",
+            "--port",
+            "0",
+            "--backend",
+            "ollama",
+            "--ollama-url",
+            sim.url,
+        ]
+        async with (
+            run_server(argv, SERVE_READY) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+            httpx.AsyncClient(base_url=sim.url, timeout=10) as sim_client,
+        ):
+            headers = {"X-Session-Id": "e2e"}
+            stalled = {
+                "model": "llama3.2:1b+stall_after=1",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            }
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=stalled, headers=headers
+            ) as a:
+                a_events = sse_events(a)
+                await anext(a_events)
+                await anext(a_events)  # the one token; the upstream is silent now
+                b = await client.post(
+                    "/v1/chat/completions",
+                    json={**stalled, "model": "llama3.2:1b", "stream": False},
+                    headers=headers,
+                )
+                assert b.status_code == 200
+                rest = [e async for e in a_events]
+            assert rest[-2]["choices"][0]["finish_reason"] == "superseded"
+            events = (await sim_client.get("/_sim/events")).json()
+            requests = [e for e in events if e["kind"] == "request"]
+            first, second = requests[0]["conn"], requests[1]["conn"]
+            closed = next(e for e in events if e["kind"] == "close" and e["conn"] == first)
+            assert closed["by"] == "client"
+            assert closed["seq"] < requests[1]["seq"]
+            assert first != second
+            assert await stop(server) == 0
+        assert await stop(sim) == 0
+    assert "backend_selected" not in "\n".join(server.output)  # explicit, no probing

@@ -7,12 +7,12 @@ import pytest
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Usage
 from jarvis_trio.backends.ollama_wire import (
     chat_body,
-    error_for_status,
+    error_message,
     models_from_tags,
     normalize_ollama_url,
     parse_chat_line,
 )
-from jarvis_trio.errors import InvalidRequest, NotFound, UpstreamError
+from jarvis_trio.errors import InvalidRequest, NotFound, UpstreamError, upstream_status_error
 
 
 def test_request_fields_map_to_ollama_options() -> None:
@@ -46,12 +46,12 @@ def test_request_fields_map_to_ollama_options() -> None:
 
 def test_content_lines_and_the_final_line() -> None:
     line = parse_chat_line(b'{"message":{"role":"assistant","content":"Hel"},"done":false}')
-    assert line is not None and line.content == "Hel" and not line.done
+    assert line is not None and line.content == "Hel" and not line.end
     final = parse_chat_line(
         '{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length",'
         '"prompt_eval_count":12,"eval_count":7}'
     )
-    assert final is not None and final.done
+    assert final is not None and final.end
     assert final.finish_reason == "length"
     assert final.usage == Usage(12, 7)
     other = parse_chat_line('{"done":true,"done_reason":"unload"}')
@@ -75,13 +75,16 @@ def test_error_line_is_an_upstream_error_with_its_message() -> None:
 
 def test_status_errors() -> None:
     url = "http://127.0.0.1:11434"
-    not_found = error_for_status(404, '{"error":"model \\"x\\" not found"}', model="x", url=url)
+    message = error_message('{"error":"model \\"x\\" not found"}')
+    assert message == 'model "x" not found'
+    not_found = upstream_status_error(404, message, model="x", url=url)
     assert isinstance(not_found, NotFound) and not_found.param == "model"
     assert 'model "x" not found' in not_found.message
-    assert isinstance(error_for_status(400, "bad", model="x", url=url), InvalidRequest)
-    server = error_for_status(500, '{"error":"boom"}', model="x", url=url)
+    assert isinstance(upstream_status_error(400, "bad", model="x", url=url), InvalidRequest)
+    server = upstream_status_error(500, error_message('{"error":"boom"}'), model="x", url=url)
     assert isinstance(server, UpstreamError) and server.status == 502
     assert url in server.message and "boom" in server.message
+    assert error_message("plain text") == "plain text"
 
 
 def test_tags() -> None:

@@ -62,6 +62,20 @@ class GenerationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Piece:
+    """One parsed unit of an upstream's streamed answer, whatever its protocol.
+
+    ``finish_reason`` and ``usage`` are set on the unit that carries them; ``end``
+    marks the protocol's explicit end (Ollama's ``done``, OpenAI's ``[DONE]``).
+    """
+
+    content: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     id: str
     owned_by: str

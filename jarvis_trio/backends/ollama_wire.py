@@ -7,17 +7,17 @@ baseline of the benchmarks), so their comparison is about concurrency only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from jarvis_trio.backends.base import (
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    Piece,
     Usage,
     clean_text,
 )
-from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
+from jarvis_trio.errors import UpstreamError
 
 # Ollama has no "developer" role; it is OpenAI's newer name for "system".
 _ROLES = {"developer": "system"}
@@ -48,17 +48,7 @@ def chat_body(request: GenerationRequest, *, stream: bool = True) -> dict[str, A
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class ChatLine:
-    """One NDJSON line of a streamed ``/api/chat`` answer."""
-
-    content: str
-    done: bool = False
-    finish_reason: FinishReason = "stop"
-    usage: Usage | None = None
-
-
-def parse_chat_line(line: str | bytes) -> ChatLine | None:
+def parse_chat_line(line: str | bytes) -> Piece | None:
     """A line of the answer; ``None`` for a blank line. Raises :class:`UpstreamError`."""
     if not line.strip():
         return None
@@ -78,34 +68,21 @@ def parse_chat_line(line: str | bytes) -> ChatLine | None:
         raise UpstreamError("The model server sent a malformed line.", code="upstream_malformed")
     content = clean_text(content)
     if not data.get("done"):
-        return ChatLine(content)
+        return Piece(content)
     reason: FinishReason = "length" if data.get("done_reason") == "length" else "stop"
     usage = Usage(
         prompt_tokens=_count(data.get("prompt_eval_count")),
         completion_tokens=_count(data.get("eval_count")),
     )
-    return ChatLine(content, done=True, finish_reason=reason, usage=usage)
+    return Piece(content, finish_reason=reason, usage=usage, end=True)
 
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def error_for_status(status: int, body: str, *, model: str, url: str) -> ApiError:
-    """What a failed ``/api/chat`` response means for our client."""
-    message = _error_message(body) or f"HTTP {status}"
-    if status == 404:
-        return NotFound(
-            f"The model {model!r} is not available at {url}: {message}",
-            param="model",
-            code="model_not_found",
-        )
-    if 400 <= status < 500:
-        return InvalidRequest(f"The model server refused the request: {message}")
-    return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")
-
-
-def _error_message(body: str) -> str:
+def error_message(body: str) -> str:
+    """The message of Ollama's error body ``{"error": "..."}``, else the body's start."""
     try:
         data = json.loads(body)
     except json.JSONDecodeError:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from jarvis_trio.backends.base import (
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    Piece,
     Usage,
     clean_text,
 )
-from jarvis_trio.errors import ApiError, InvalidRequest, NotFound, UpstreamError
+from jarvis_trio.errors import UpstreamError
 
 
 def chat_body(request: GenerationRequest) -> dict[str, Any]:
@@ -34,21 +34,13 @@ def chat_body(request: GenerationRequest) -> dict[str, Any]:
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class SseChunk:
-    content: str = ""
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
-    done: bool = False  # the [DONE] sentinel
-
-
-def parse_sse_line(line: str) -> SseChunk | None:
+def parse_sse_line(line: str) -> Piece | None:
     """One line of the SSE answer; ``None`` for anything that is not a data line."""
     if not line.startswith("data:"):
         return None
     data = line.removeprefix("data:").strip()
     if data == "[DONE]":
-        return SseChunk(done=True)
+        return Piece(end=True)
     try:
         chunk = json.loads(data)
     except json.JSONDecodeError:
@@ -74,25 +66,11 @@ def parse_sse_line(line: str) -> SseChunk | None:
         reason = choices[0].get("finish_reason")
         if reason is not None:
             finish = "length" if reason == "length" else "stop"
-    return SseChunk(content=clean_text(content), finish_reason=finish, usage=usage)
+    return Piece(content=clean_text(content), finish_reason=finish, usage=usage)
 
 
-def error_for_status(status: int, body: str, *, model: str, url: str) -> ApiError:
-    message = _message(body) or f"HTTP {status}"
-    if status == 404:
-        return NotFound(
-            f"The model {model!r} is not available at {url}: {message}",
-            param="model",
-            code="model_not_found",
-        )
-    if status in (401, 403):
-        return UpstreamError(f"The model server at {url} refused our credentials: {message}")
-    if 400 <= status < 500:
-        return InvalidRequest(f"The model server refused the request: {message}")
-    return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")
-
-
-def _message(body: str) -> str:
+def error_message(body: str) -> str:
+    """The message of an OpenAI error body ``{"error": {"message": ...}}``, else its start."""
     try:
         data = json.loads(body)
     except json.JSONDecodeError:

@@ -25,15 +25,34 @@ reported as an upstream failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import httpx
+import trio
 
-from jarvis_trio.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
-from jarvis_trio.threads import CancelToken
+from jarvis_trio.backends.base import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    Piece,
+    Sink,
+    Usage,
+)
+from jarvis_trio.errors import (
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    upstream_status_error,
+)
+from jarvis_trio.threads import CancelToken, run_in_worker
 
 # Largest error body we read from an upstream to explain a failed request.
 ERROR_BODY_LIMIT = 64 * 1024
@@ -112,3 +131,114 @@ def read_error_body(response: httpx.Response) -> str:
         if len(data) >= ERROR_BODY_LIMIT:
             break
     return data[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace")
+
+
+class UpstreamBackend(ABC):
+    """What every upstream backend shares: worker threads, model lists, failures, relaying.
+
+    A subclass names its protocol: its paths, request body, line parser, model
+    list and error body. Everything about threads and cancellation lives here.
+    """
+
+    name: str
+    models_path: str
+    chat_path: str
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        default_model: str | None = None,
+        connect_timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.default_model = default_model
+        self.limiter = limiter
+        self._http = UpstreamHttp(self.url, connect_timeout=connect_timeout, headers=headers)
+
+    # -- the protocol
+
+    @abstractmethod
+    def chat_body(self, request: GenerationRequest) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def parse_line(self, line: str) -> Piece | None: ...
+
+    @abstractmethod
+    def parse_models(self, body: Any) -> list[ModelInfo]: ...
+
+    @abstractmethod
+    def error_message(self, body: str) -> str: ...
+
+    # -- the Backend interface
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await run_in_worker(self._models, limiter=self.limiter)
+
+    async def resolve_model(self, requested: str | None) -> str:
+        if requested:
+            return requested  # an unknown model is the upstream's 404, mapped before streaming
+        if self.default_model:
+            return self.default_model
+        models = await self.list_models()
+        if not models:
+            raise InvalidRequest(
+                f"No model was given and the model server at {self.url} lists none.",
+                param="model",
+                code="model_required",
+            )
+        return models[0].id
+
+    async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
+        return await run_in_worker(partial(self._chat, request, sink), limiter=self.limiter)
+
+    async def aclose(self) -> None:
+        self._http.close()
+
+    # -- worker thread side
+
+    def _models(self, token: CancelToken) -> list[ModelInfo]:
+        with self._http.request(token, "GET", self.models_path) as response:
+            if response.status_code != 200:
+                raise UpstreamError(
+                    f"{self.url}{self.models_path} failed (HTTP {response.status_code}): "
+                    f"{self.error_message(read_error_body(response))}"
+                )
+            try:
+                body = json.loads(response.read())
+            except ValueError:
+                raise UpstreamError("The model server sent a malformed model list.") from None
+        return self.parse_models(body)
+
+    def _chat(self, request: GenerationRequest, sink: Sink, token: CancelToken) -> GenerationResult:
+        body = self.chat_body(request)
+        with self._http.request(token, "POST", self.chat_path, json=body) as response:
+            if response.status_code != 200:
+                message = self.error_message(read_error_body(response))
+                raise upstream_status_error(
+                    response.status_code, message, model=request.model, url=self.url
+                )
+            trio.from_thread.run_sync(sink.opened)
+            sent = 0
+            finish: FinishReason | None = None
+            usage: Usage | None = None
+            for line in response.iter_lines():
+                token.raise_if_cancelled()  # the poll between lines
+                piece = self.parse_line(line)
+                if piece is None:
+                    continue
+                if piece.content:
+                    trio.from_thread.run(sink.send, piece.content)
+                    sent += 1
+                finish = piece.finish_reason or finish
+                usage = piece.usage or usage
+                if piece.end:
+                    break
+        if finish is None:
+            raise UpstreamError(
+                f"The model server at {self.url} ended the answer without finishing it.",
+                code="upstream_incomplete",
+            )
+        return GenerationResult(finish, usage or Usage(0, sent))
