@@ -165,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(f"| {mode} | {name} | {percentiles(values)} |")
     table = "\n".join(
         [
+            "# Handoff benchmark",
+            "",
+            "Written by `make bench` (`benchmarks/handoff.py`). Real processes on loopback:",
+            "the Ollama simulator, the gateway (`--backend ollama`) and the client. A streams",
+            "and is then silent (a stalled model) or chatty; B arrives in the same session.",
+            "Times are from the moment the client sent B, so they include B's HTTP ingress;",
+            "A's upstream close and B's upstream request are read from the simulator's records.",
+            "",
             f"Rounds: {args.rounds} per upstream. Milliseconds after B was sent: p50 / p99 / max.",
             "",
             "| A's upstream | measure | p50 / p99 / max (ms) |",

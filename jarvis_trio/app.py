@@ -133,6 +133,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         backend,
         join_budget=settings.prev_stream_timeout,
         inactivity_seconds=settings.stream_inactivity_seconds,
+        first_token_seconds=settings.first_token_timeout,
     )
     app.extensions["jarvis"] = JarvisState(
         settings=settings,

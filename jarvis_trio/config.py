@@ -57,7 +57,14 @@ class Settings(BaseSettings):
     stream_inactivity_seconds: float = Field(
         120.0,
         gt=0,
-        description="A stream that produces no output for this long ends with an error event.",
+        description="After its first token, a stream that produces no output for this long "
+        "ends with an error event (`inactivity_timeout`).",
+    )
+    first_token_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="How long a stream may wait for its first token (a model loading, a long "
+        "prompt) before it ends with an error (`first_token_timeout`).",
     )
     sim_tokens_per_second: float = Field(
         20.0, gt=0, le=100_000, description="Pace of the embedded model, per stream."

@@ -16,6 +16,7 @@ class Outcome(enum.StrEnum):
     STOPPED = "stopped"
     DISCONNECTED = "disconnected"
     INACTIVITY = "inactivity"
+    FIRST_TOKEN_TIMEOUT = "first_token_timeout"
     SHUTDOWN = "shutdown"
     UPSTREAM_ERROR = "upstream_error"
     ERROR = "error"

@@ -94,10 +94,12 @@ class SessionManager:
         *,
         join_budget: float = 2.0,
         inactivity_seconds: float = 120.0,
+        first_token_seconds: float = 300.0,
     ) -> None:
         self.backend = backend
         self.join_budget = join_budget
         self.inactivity_seconds = inactivity_seconds
+        self.first_token_seconds = first_token_seconds
         self._sessions: dict[SessionKey, Session] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -148,6 +150,7 @@ class SessionManager:
             session_id=session_id,
             request_id=request_id,
             inactivity_seconds=self.inactivity_seconds,
+            first_token_seconds=self.first_token_seconds,
         )
         # A request without a session gets a key no client can name (NUL is not
         # allowed in X-Session-Id).
@@ -293,15 +296,7 @@ class SessionManager:
                     logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
                     ending = Ending.cancelled(CancelReason.DISCONNECTED)
                 else:
-                    self._counters.cancels += 1
-                    logs.event("stream_cancelled", trace=stream.id, reason="inactivity")
-                    ending = Ending(
-                        Outcome.INACTIVITY,
-                        error=UpstreamTimeout(
-                            f"No output for {self.inactivity_seconds:g} s; the stream was ended.",
-                            code="inactivity_timeout",
-                        ),
-                    )
+                    ending = self._timed_out(stream)
         except ApiError as exc:
             ending = Ending(Outcome.UPSTREAM_ERROR, error=exc)
         except Exception:
@@ -329,6 +324,18 @@ class SessionManager:
                 # A bug here must cost one session, not the server (an exception
                 # would climb through every nursery up to the lifespan's).
                 logs.log.exception("session_cleanup_failed trace=%s", stream.id)
+
+    def _timed_out(self, stream: Stream) -> Ending:
+        self._counters.cancels += 1
+        if stream.tokens == 0:
+            outcome, limit = Outcome.FIRST_TOKEN_TIMEOUT, self.first_token_seconds
+            message = f"No first token within {limit:g} s; the stream was ended."
+        else:
+            outcome, limit = Outcome.INACTIVITY, self.inactivity_seconds
+            message = f"No output for {limit:g} s; the stream was ended."
+        logs.event("stream_cancelled", trace=stream.id, reason=outcome.value)
+        code = f"{outcome.value}_timeout" if outcome is Outcome.INACTIVITY else outcome.value
+        return Ending(outcome, error=UpstreamTimeout(message, code=code))
 
     def _finished(self, session: Session, stream: Stream) -> None:
         """``stream`` is over on both sides: tell the rules, maybe start the next one."""

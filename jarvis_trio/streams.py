@@ -45,6 +45,7 @@ class Stream:
         session_id: str | None,
         request_id: str,
         inactivity_seconds: float,
+        first_token_seconds: float,
     ) -> None:
         self.id = new_stream_id()
         self.job = job
@@ -55,6 +56,7 @@ class Stream:
         self.created = int(time.time())
         self.scope = trio.CancelScope()
         self.inactivity_seconds = inactivity_seconds
+        self.first_token_seconds = first_token_seconds
         self.wait: Wait | None = None
         # Set once, by the first cancel; later cancels do not change the story.
         self.cancel_reason: CancelReason | None = None
@@ -97,7 +99,9 @@ class Stream:
 
     def start(self) -> None:
         self.started_at = trio.current_time()
-        self.scope.deadline = self.started_at + self.inactivity_seconds
+        # Until the first token, the (longer) first-token timeout applies; every
+        # token then moves the deadline to now + the inactivity timeout.
+        self.scope.deadline = self.started_at + self.first_token_seconds
         self.decided.set()
 
     def mark_cancelled(self, reason: CancelReason) -> None:

@@ -150,7 +150,9 @@ async def test_stop_closes_a_silent_upstream(start_server: StartServer, sim: Oll
 async def test_inactivity_closes_a_stalled_upstream(
     start_server: StartServer, sim: OllamaSim
 ) -> None:
-    server, limiter = await gateway(start_server, sim, stream_inactivity_seconds=0.3)
+    server, limiter = await gateway(
+        start_server, sim, stream_inactivity_seconds=0.3, first_token_timeout=0.5
+    )
     async with server.client() as client:
         async with client.stream("POST", CHAT, json=chat(f"{MODEL}+stall_after=2")) as r:
             events = await read_all_events(r)
@@ -158,7 +160,7 @@ async def test_inactivity_closes_a_stalled_upstream(
         assert events[-2]["error"]["code"] == "inactivity_timeout"
         loading = await client.post(CHAT, json=chat(f"{MODEL}+stall_headers"))
         assert loading.status_code == 504  # nothing was sent yet: a plain HTTP error
-        assert loading.json()["error"]["code"] == "inactivity_timeout"
+        assert loading.json()["error"]["code"] == "first_token_timeout"
     await all_closed(sim, limiter)
     assert all(r.closed_by == "client" for r in sim.records() if not r.is_control)
 

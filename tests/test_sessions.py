@@ -19,9 +19,18 @@ from tests.fakes import FakeBackend, job
 
 @asynccontextmanager
 async def open_manager(
-    backend: FakeBackend, *, budget: float = 2.0, inactivity: float = 120.0
+    backend: FakeBackend,
+    *,
+    budget: float = 2.0,
+    inactivity: float = 120.0,
+    first_token: float = 300.0,
 ) -> AsyncIterator[SessionManager]:
-    manager = SessionManager(backend, join_budget=budget, inactivity_seconds=inactivity)
+    manager = SessionManager(
+        backend,
+        join_budget=budget,
+        inactivity_seconds=inactivity,
+        first_token_seconds=first_token,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         yield manager
@@ -364,3 +373,18 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_model(
         r.__dict__.get("jarvis_fields", {}).get("reason") == "client_not_reading"
         for r in caplog.records
     )
+
+
+async def test_first_token_timeout_is_separate_and_longer_than_inactivity(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(silent_after={"loading": 0, "stalled": 1})
+    async with open_manager(backend, inactivity=5.0, first_token=60.0) as manager:
+        loading = await start(manager, "loading", session="a")
+        stalled = await start(manager, "stalled", session="b")
+        (_, loading_end), (_, stalled_end) = await loading.collect(), await stalled.collect()
+    assert loading_end.outcome is Outcome.FIRST_TOKEN_TIMEOUT
+    assert loading_end.error is not None and loading_end.error.code == "first_token_timeout"
+    assert backend.ends["loading"] == backend.starts["loading"] + 60.0
+    assert stalled_end.outcome is Outcome.INACTIVITY
+    assert backend.ends["stalled"] == backend.starts["stalled"] + 0.1 + 5.0
