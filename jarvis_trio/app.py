@@ -32,6 +32,7 @@ from jarvis_trio.errors import (
     PayloadTooLarge,
     ServerError,
 )
+from jarvis_trio.metrics import CONTENT_TYPE, Metrics
 from jarvis_trio.schemas import parse_chat_request
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
@@ -48,6 +49,7 @@ class JarvisState:
     backend: Backend
     manager: SessionManager
     auth: Authenticator
+    metrics: Metrics
 
 
 def state() -> JarvisState:
@@ -129,17 +131,21 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     limiter = trio.CapacityLimiter(settings.thread_limit)
     backend = backend or choose_backend(settings, limiter)
+    metrics = Metrics()
     manager = SessionManager(
         backend,
         join_budget=settings.prev_stream_timeout,
         inactivity_seconds=settings.stream_inactivity_seconds,
         first_token_seconds=settings.first_token_timeout,
+        observer=metrics,
     )
+    metrics.watch(manager.statistics, limiter)
     app.extensions["jarvis"] = JarvisState(
         settings=settings,
         backend=backend,
         manager=manager,
         auth=Authenticator(settings.api_keys, allow_unauthenticated=settings.allow_unauthenticated),
+        metrics=metrics,
     )
     app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
 
@@ -175,7 +181,7 @@ def _register_hooks(app: QuartTrio) -> None:
     @app.before_request
     async def identify() -> None:
         g.request_id = _header_id("X-Request-Id") or "req-" + secrets.token_hex(8)
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") or request.path == "/metrics":
             server = request.scope.get("server")
             client = request.scope.get("client")
             g.owner = state().auth.owner(
@@ -187,6 +193,7 @@ def _register_hooks(app: QuartTrio) -> None:
     @app.after_request
     async def tag(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id") or "req-" + secrets.token_hex(8)
+        state().metrics.requests.labels(str(response.status_code)).inc()
         return response
 
     @app.errorhandler(ApiError)
@@ -237,6 +244,10 @@ def _register_routes(app: QuartTrio) -> None:
             live_streams=stats.live_streams,
         )
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state().metrics.render(), content_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def models() -> Response:
         listed = await state().backend.list_models()
@@ -258,6 +269,38 @@ def _register_routes(app: QuartTrio) -> None:
             session_id=session_id,
             result=report.result,
             stream_id=report.stream_id,
+            waited_ms=round(report.waited_ms, 3),
+        )
+
+    @app.get("/v1/requests")
+    async def list_requests() -> Response:
+        listed = state().manager.requests_of(g.owner)
+        return jsonify(
+            object="list",
+            data=[
+                {
+                    "id": r.id,
+                    "object": "request",
+                    "session_id": r.session_id,
+                    "request_id": r.request_id,
+                    "model": r.model,
+                    "state": r.state,
+                    "age_seconds": round(r.age_seconds, 3),
+                    "tokens": r.tokens,
+                }
+                for r in listed
+            ],
+        )
+
+    @app.post("/v1/requests/<stream_id>/cancel")
+    async def cancel_request(stream_id: str) -> Response:
+        if not ID_PATTERN.fullmatch(stream_id):
+            raise InvalidRequest("Invalid request id.", param="stream_id", code="invalid_id")
+        report = await state().manager.cancel_request(g.owner, stream_id)
+        return jsonify(
+            object="request.cancel",
+            id=stream_id,
+            result=report.result,
             waited_ms=round(report.waited_ms, 3),
         )
 

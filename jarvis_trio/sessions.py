@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -70,6 +71,19 @@ class StopReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """One entry of ``GET /v1/requests``."""
+
+    id: str
+    session_id: str | None
+    request_id: str
+    model: str
+    state: str  # waiting, live, cancelling, zombie
+    age_seconds: float
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class ManagerStatistics:
     sessions: int
     live_streams: int
@@ -77,6 +91,39 @@ class ManagerStatistics:
     cancels_issued: int
     joins_clean: int
     joins_timed_out: int
+
+
+class Observer(Protocol):
+    """What the manager reports as it goes (metrics implement it; the default ignores it)."""
+
+    def stream_started(self) -> None: ...
+
+    def stream_ended(self, outcome: Outcome, seconds: float) -> None: ...
+
+    def join_finished(self, clean: bool, seconds: float) -> None:
+        """A cancelled stream's task ended within its budget (``clean``) or ran past it."""
+
+    def cancel_to_closed(self, seconds: float) -> None:
+        """From a stream's cancel until its backend returned (its upstream closed)."""
+
+    def first_token(self, seconds: float) -> None: ...
+
+
+class NullObserver:
+    def stream_started(self) -> None:
+        pass
+
+    def stream_ended(self, outcome: Outcome, seconds: float) -> None:
+        pass
+
+    def join_finished(self, clean: bool, seconds: float) -> None:
+        pass
+
+    def cancel_to_closed(self, seconds: float) -> None:
+        pass
+
+    def first_token(self, seconds: float) -> None:
+        pass
 
 
 @dataclass
@@ -95,12 +142,16 @@ class SessionManager:
         join_budget: float = 2.0,
         inactivity_seconds: float = 120.0,
         first_token_seconds: float = 300.0,
+        observer: Observer | None = None,
     ) -> None:
         self.backend = backend
+        self.observer: Observer = observer or NullObserver()
         self.join_budget = join_budget
         self.inactivity_seconds = inactivity_seconds
         self.first_token_seconds = first_token_seconds
         self._sessions: dict[SessionKey, Session] = {}
+        # Every stream the rules know of (waiting, live, dying, zombie), by id.
+        self._by_id: dict[str, Session] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._stopped = trio.Event()
@@ -158,6 +209,7 @@ class SessionManager:
         stream.session_key = key
         session = self._sessions.get(key) or self._open_session(key, session_id)
         session.streams[stream.id] = stream
+        self._by_id[stream.id] = session
         actions, stream.wait = session.rules.submit(stream.id, trio.current_time())
         self._apply(session, actions)
         return stream
@@ -187,17 +239,65 @@ class SessionManager:
         session = self._sessions.get((owner, session_id))
         if session is None:
             return StopReport("nothing_live")
-        started = trio.current_time()
-        actions, wait = session.rules.cancel_all(CancelReason.STOPPED, started)
+        actions, wait = session.rules.cancel_all(CancelReason.STOPPED, trio.current_time())
+        # Take the stream to join before the actions run: applying them may release it.
+        target = session.streams.get(wait.joining) if wait is not None else None
         self._apply(session, actions)
-        if wait is None:
+        if wait is None or target is None:
             return StopReport("nothing_live")
-        target = session.streams[wait.joining]
-        with trio.move_on_at(wait.deadline):
+        return await self._join(session, target, wait.deadline)
+
+    async def cancel_request(self, owner: str, stream_id: str) -> StopReport:
+        """Cancel one request by its stream id; Stop's semantics (answers after the join)."""
+        session = self._by_id.get(stream_id)
+        if session is None or session.key[0] != owner:
+            return StopReport("nothing_live")
+        rules, target = session.rules, session.streams[stream_id]
+        if stream_id in rules.zombies:
+            return StopReport("join_timeout", stream_id)
+        was_waiting = stream_id == rules.waiter
+        self._apply(session, rules.cancel(stream_id, CancelReason.STOPPED, trio.current_time()))
+        if was_waiting:
+            return StopReport("never_started", stream_id)
+        deadline = rules.deadline if rules.dying == stream_id else trio.current_time()
+        return await self._join(session, target, deadline)
+
+    def requests_of(self, owner: str) -> list[RequestInfo]:
+        """The owner's streams that are waiting, live, being cancelled or past their join."""
+        now = trio.current_time()
+        out = []
+        for stream_id, session in self._by_id.items():
+            if session.key[0] != owner:
+                continue
+            stream, rules = session.streams[stream_id], session.rules
+            state = (
+                "waiting"
+                if stream_id == rules.waiter
+                else "live"
+                if stream_id == rules.live
+                else "cancelling"
+                if stream_id == rules.dying
+                else "zombie"
+            )
+            out.append(
+                RequestInfo(
+                    id=stream_id,
+                    session_id=stream.session_id,
+                    request_id=stream.request_id,
+                    model=stream.job.model,
+                    state=state,
+                    age_seconds=now - stream.submitted_at,
+                    tokens=stream.tokens,
+                )
+            )
+        return out
+
+    async def _join(self, session: Session, target: Stream, deadline: float) -> StopReport:
+        started = trio.current_time()
+        with trio.move_on_at(deadline):
             await target.finished.wait()
         waited_ms = (trio.current_time() - started) * 1000
         if target.finished.is_set():
-            self._counters.joins_clean += 1
             logs.event("prev_stream_finished_cleanly", session=session.label, trace=target.id)
             return StopReport("finished_cleanly", target.id, waited_ms)
         self._apply(session, session.rules.deadline_passed(trio.current_time()))
@@ -221,7 +321,6 @@ class SessionManager:
         for action in actions:
             if isinstance(action, Start):
                 if action.after is not None and action.clean:
-                    self._counters.joins_clean += 1
                     logs.event(
                         "prev_stream_finished_cleanly", session=session.label, trace=action.after
                     )
@@ -242,9 +341,11 @@ class SessionManager:
                     reason=action.reason.value,
                     started=False,
                 )
+                self._by_id.pop(action.stream, None)
                 session.streams.pop(action.stream).reject(action.reason)
             elif isinstance(action, JoinTimedOut):
                 self._counters.joins_timed_out += 1
+                self.observer.join_finished(clean=False, seconds=self.join_budget)
                 logs.event(
                     "prev_stream_timeout_on_cancel",
                     level=logging.WARNING,
@@ -257,7 +358,9 @@ class SessionManager:
 
     def _start(self, session: Session, stream: Stream) -> None:
         self._counters.started += 1
+        self.observer.stream_started()
         stream.on_reader_done = partial(self._finished, session)
+        stream.on_first_token = self.observer.first_token
         stream.start()
         if session.nursery is None:
             session.deferred.append(stream)
@@ -286,7 +389,11 @@ class SessionManager:
         ending: Ending | None = None
         try:
             with stream.scope:
-                result = await self.backend.generate(stream.job, stream)
+                try:
+                    result = await self.backend.generate(stream.job, stream)
+                finally:
+                    if stream.cancelled_at is not None:
+                        self.observer.cancel_to_closed(trio.current_time() - stream.cancelled_at)
                 ending = Ending.completed(result)
             if ending is None:  # our scope caught a cancel
                 if stream.cancel_reason is not None:
@@ -308,11 +415,18 @@ class SessionManager:
                 ending = Ending.cancelled(reason)
             stream.end(ending)
             assert stream.started_at is not None
+            duration = trio.current_time() - stream.started_at
+            self.observer.stream_ended(ending.outcome, duration)
+            if stream.cancelled_at is not None and session.rules.dying == stream.id:
+                self._counters.joins_clean += 1
+                self.observer.join_finished(
+                    clean=True, seconds=trio.current_time() - stream.cancelled_at
+                )
             logs.event(
                 "stream_end",
                 trace=stream.id,
                 session=session.label,
-                duration_ms=round((trio.current_time() - stream.started_at) * 1000, 1),
+                duration_ms=round(duration * 1000, 1),
                 outcome=ending.outcome.value,
                 tokens=stream.tokens,
             )
@@ -341,6 +455,7 @@ class SessionManager:
         """``stream`` is over on both sides: tell the rules, maybe start the next one."""
         if session.streams.pop(stream.id, None) is None:
             return  # already released
+        self._by_id.pop(stream.id, None)
         actions = session.rules.finished(stream.id)
         self._apply(session, actions)
         if session.rules.idle:

@@ -54,6 +54,7 @@ class Stream:
         # (owner, session id): set by the session manager on admission.
         self.session_key: tuple[str, str] = ("", "")
         self.created = int(time.time())
+        self.submitted_at = trio.current_time()
         self.scope = trio.CancelScope()
         self.inactivity_seconds = inactivity_seconds
         self.first_token_seconds = first_token_seconds
@@ -73,6 +74,8 @@ class Stream:
         self.reader_done = False
         # Called (once) when the reader finishes after the producer did.
         self.on_reader_done: Callable[[Stream], None] | None = None
+        self.on_first_token: Callable[[float], None] | None = None
+        self.cancelled_at: float | None = None
 
     # -- Sink (backend side)
 
@@ -93,7 +96,10 @@ class Stream:
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
         self.tokens += 1
-        self.scope.deadline = trio.current_time() + self.inactivity_seconds
+        now = trio.current_time()
+        self.scope.deadline = now + self.inactivity_seconds
+        if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
+            self.on_first_token(now - self.started_at)
 
     # -- session side
 
@@ -107,6 +113,7 @@ class Stream:
     def mark_cancelled(self, reason: CancelReason) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason
+            self.cancelled_at = trio.current_time()
         self.scope.cancel(reason=reason.value)
         self._ready.set()
         if self._reader_scope is not None:

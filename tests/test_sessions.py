@@ -388,3 +388,19 @@ async def test_first_token_timeout_is_separate_and_longer_than_inactivity(
     assert backend.ends["loading"] == backend.starts["loading"] + 60.0
     assert stalled_end.outcome is Outcome.INACTIVITY
     assert backend.ends["stalled"] == backend.starts["stalled"] + 0.1 + 5.0
+
+
+async def test_stop_of_a_finished_answer_still_being_read_cuts_its_reader(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stop must take its join target before releasing it (this was a KeyError)."""
+    backend = FakeBackend(interval=0.01, tokens=30)
+    async with open_manager(backend) as manager:
+        a = await start(manager, "A")
+        await trio.sleep(1.0)  # generation over, nothing read
+        report = await manager.stop("owner", "s1")
+        assert report.result == "finished_cleanly" and report.stream_id == a.id
+        assert report.waited_ms == 0
+        text, ending = await a.collect()
+        assert text == "" and ending.outcome is Outcome.STOPPED
+        assert manager.statistics().sessions == 0

@@ -1,0 +1,115 @@
+"""Prometheus metrics (``GET /metrics``): cancellation made visible.
+
+One registry per app (tests run several apps in one process). Counters and
+histograms are fed by the session manager through its
+:class:`~jarvis_trio.sessions.Observer` interface; gauges are read at scrape
+time from the manager and the thread limiter, so they can never drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from jarvis_trio.outcomes import Outcome
+from jarvis_trio.sessions import ManagerStatistics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+_SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class _Gauges(Collector):
+    def __init__(
+        self, stats: Callable[[], ManagerStatistics], limiter: trio.CapacityLimiter
+    ) -> None:
+        self._stats = stats
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        yield GaugeMetricFamily("jarvis_live_streams", "Streams emitting now.", stats.live_streams)
+        yield GaugeMetricFamily(
+            "jarvis_sessions", "Sessions with anything running.", stats.sessions
+        )
+        yield GaugeMetricFamily(
+            "jarvis_worker_threads_in_use",
+            "Worker threads reading upstreams now.",
+            self._limiter.borrowed_tokens,
+        )
+        yield GaugeMetricFamily(
+            "jarvis_worker_threads_limit",
+            "Most worker threads that may read upstreams at once.",
+            self._limiter.total_tokens,
+        )
+
+
+class Metrics:
+    """Implements the manager's ``Observer``; renders the exposition text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.started = Counter("jarvis_streams_started", "Streams started.", registry=r)
+        self.ended = Counter(
+            "jarvis_streams_ended", "Streams ended, by outcome.", ["outcome"], registry=r
+        )
+        for outcome in Outcome:
+            self.ended.labels(outcome.value)
+        self.joins = Counter(
+            "jarvis_joins",
+            "Joins of cancelled streams: finished within the budget (clean) or not (timeout).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("clean", "timeout"):
+            self.joins.labels(result)
+        self.join_seconds = Histogram(
+            "jarvis_join_duration_seconds",
+            "From a stream's cancel until its task ended (or the budget ran out).",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.cancel_closed = Histogram(
+            "jarvis_cancel_to_upstream_closed_seconds",
+            "From a stream's cancel until its backend returned, its upstream closed.",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "jarvis_time_to_first_token_seconds",
+            "From a stream's start to its first token.",
+            buckets=_SLOW,
+            registry=r,
+        )
+        self.requests = Counter(
+            "jarvis_http_requests", "HTTP responses, by status.", ["status"], registry=r
+        )
+
+    def watch(self, stats: Callable[[], ManagerStatistics], limiter: trio.CapacityLimiter) -> None:
+        self.registry.register(_Gauges(stats, limiter))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- Observer
+
+    def stream_started(self) -> None:
+        self.started.inc()
+
+    def stream_ended(self, outcome: Outcome, seconds: float) -> None:
+        self.ended.labels(outcome.value).inc()
+
+    def join_finished(self, clean: bool, seconds: float) -> None:
+        self.joins.labels("clean" if clean else "timeout").inc()
+        self.join_seconds.observe(seconds)
+
+    def cancel_to_closed(self, seconds: float) -> None:
+        self.cancel_closed.observe(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
