@@ -312,7 +312,9 @@ def _register_routes(app: QuartTrio) -> None:
         )
         model = await st.backend.resolve_model(chat.model)
         session_id = _header_id("X-Session-Id")
-        stream = st.manager.submit(g.owner, session_id, chat.to_generation(model), g.request_id)
+        trace = f"{g.owner}/{session_id}" if session_id is not None else None
+        job = chat.to_generation(model, trace_session=trace)
+        stream = st.manager.submit(g.owner, session_id, job, g.request_id)
         _on_exit(lambda: st.manager.abandon(stream))
         await st.manager.wait_turn(stream)
         await stream.wait_ready()

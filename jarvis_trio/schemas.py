@@ -98,7 +98,7 @@ class ChatCompletionRequest(BaseModel):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
-    def to_generation(self, model: str) -> GenerationRequest:
+    def to_generation(self, model: str, *, trace_session: str | None = None) -> GenerationRequest:
         if self.messages is not None:
             turns = tuple(ChatTurn(m.role, m.text()) for m in self.messages)
         else:
@@ -112,6 +112,7 @@ class ChatCompletionRequest(BaseModel):
             top_p=self.top_p,
             seed=self.seed,
             stop=tuple(s for s in stop if s),
+            trace_session=trace_session,
         )
 
 

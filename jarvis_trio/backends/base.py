@@ -32,6 +32,8 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Who asked, for upstream tracing (``X-Jarvis-Session``); never shown to the model.
+    trace_session: str | None = None
 
     @property
     def prompt(self) -> str:

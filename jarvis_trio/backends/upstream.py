@@ -90,7 +90,13 @@ class UpstreamHttp:
 
     @contextmanager
     def request(
-        self, token: CancelToken, method: str, path: str, *, json: Any = None
+        self,
+        token: CancelToken,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
         """Send a request whose response is read in the caller's (worker) thread."""
 
@@ -103,7 +109,7 @@ class UpstreamHttp:
         token.raise_if_cancelled()
         try:
             with self._client.stream(
-                method, path, json=json, extensions={"trace": trace}
+                method, path, json=json, headers=headers, extensions={"trace": trace}
             ) as response:
                 yield response
         except httpx.ConnectError as exc:
@@ -214,7 +220,10 @@ class UpstreamBackend(ABC):
 
     def _chat(self, request: GenerationRequest, sink: Sink, token: CancelToken) -> GenerationResult:
         body = self.chat_body(request)
-        with self._http.request(token, "POST", self.chat_path, json=body) as response:
+        headers = {"X-Jarvis-Session": request.trace_session} if request.trace_session else None
+        with self._http.request(
+            token, "POST", self.chat_path, json=body, headers=headers
+        ) as response:
             if response.status_code != 200:
                 message = self.error_message(read_error_body(response))
                 raise upstream_status_error(
