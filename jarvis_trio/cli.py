@@ -84,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jarvis-trio: --backend openai needs --upstream-url", file=sys.stderr)
         return 2
     app = create_app(settings)
-    trio.run(partial(serve, app, settings.host, settings.port))
+    trio.run(
+        partial(
+            serve, app, settings.host, settings.port, shutdown_timeout=settings.shutdown_timeout
+        )
+    )
     return 0
 
 

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="How long a stream may wait for its first token (a model loading, a long "
         "prompt) before it ends with an error (`first_token_timeout`).",
     )
+    shutdown_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM/SIGINT, `jarvis-trio serve` ends every stream and exits "
+        "within this many seconds, even while upstreams are silent.",
+    )
     sim_tokens_per_second: float = Field(
         20.0, gt=0, le=100_000, description="Pace of the embedded model, per stream."
     )

@@ -15,7 +15,7 @@ from jarvis_trio import logs
 from jarvis_trio.app import JarvisState
 
 
-def hypercorn_config(host: str, port: int) -> HypercornConfig:
+def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 1.0) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -24,7 +24,7 @@ def hypercorn_config(host: str, port: int) -> HypercornConfig:
     # Our own shutdown has ended every stream before this grace period starts; what
     # is left is idle kept-alive connections, which hypercorn would hold for the
     # whole period.
-    config.graceful_timeout = 1.0
+    config.graceful_timeout = graceful_timeout
     return config
 
 
@@ -35,13 +35,15 @@ async def serve(
     *,
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = True,
+    shutdown_timeout: float = 5.0,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM or ``shutdown_trigger``; ``started`` gets the bound URLs.
 
     On the way out every live stream is cancelled with reason ``shutdown`` and
     joined within the budget *before* hypercorn closes connections, so each
-    client gets a clean final event.
+    client gets a clean final event. The whole way out takes at most
+    ``shutdown_timeout`` seconds: our shutdown, then hypercorn's grace period.
     """
     if not handle_signals and shutdown_trigger is None:
         raise ValueError("serve() needs signals or a shutdown_trigger to ever stop")
@@ -65,9 +67,11 @@ async def serve(
                 nursery.start_soon(on_signal)
             if shutdown_trigger is not None:
                 nursery.start_soon(on_trigger, shutdown_trigger)
-        await state.manager.shutdown()
+        with trio.move_on_after(shutdown_timeout - graceful):
+            await state.manager.shutdown()
 
-    config = hypercorn_config(host, port)
+    graceful = min(1.0, shutdown_timeout / 4)
+    config = hypercorn_config(host, port, graceful_timeout=graceful)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(hypercorn.trio.serve, app, config, shutdown_trigger=wait_for_shutdown)

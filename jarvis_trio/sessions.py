@@ -171,21 +171,28 @@ class SessionManager:
             self._stopped.set()
 
     async def shutdown(self) -> None:
-        """Cancel every stream (reason ``shutdown``), join within the budget, then stop."""
+        """Cancel every stream (reason ``shutdown``), join them, then stop.
+
+        Streams get the join budget to end cleanly; whatever is left is then
+        cancelled hard, and its threads get until the caller's deadline (wrap the
+        call in ``move_on_after``; without one, one more budget) to return before
+        the caller closes the backend.
+        """
         if self._nursery is None:
             return
         self._closing = True
         now = trio.current_time()
+        end = min(trio.current_effective_deadline(), now + 2 * self.join_budget)
         for session in list(self._sessions.values()):
             actions, _ = session.rules.cancel_all(CancelReason.SHUTDOWN, now)
             self._apply(session, actions)
-        with trio.move_on_after(self.join_budget):
-            for session in list(self._sessions.values()):
-                await session.closed.wait()
-        self._nursery.cancel_scope.cancel(reason="shutdown")
-        # Streams that outlived the budget are cancelled hard now; give their
-        # threads one more budget to return before the backend is closed.
-        with trio.move_on_after(self.join_budget):
+        try:
+            with trio.move_on_at(min(end, now + self.join_budget)):
+                for session in list(self._sessions.values()):
+                    await session.closed.wait()
+        finally:
+            self._nursery.cancel_scope.cancel(reason="shutdown")
+        with trio.move_on_at(end):
             await self._stopped.wait()
 
     # -- requests

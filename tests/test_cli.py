@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -233,3 +234,58 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
             assert await stop(server) == 0
         assert await stop(sim) == 0
     assert "backend_selected" not in "\n".join(server.output)  # explicit, no probing
+
+
+@deadline(90)
+async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
+    """Every client gets a clean final event, every upstream connection is closed, and
+    the process exits 0 within JARVIS_SHUTDOWN_TIMEOUT (the deadline below is a hang
+    guard with a margin for process start-up, not a speed claim)."""
+    sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0"]
+    async with run_server(sim_argv, SIM_READY) as sim:
+        argv = [str(BIN / "jarvis-trio"), "serve", "--port", "0", "--backend", "ollama"]
+        argv += ["--ollama-url", sim.url]
+        env = {"JARVIS_SHUTDOWN_TIMEOUT": "5"}
+        endings: list[Any] = []
+        limits = httpx.Limits(max_connections=150)
+        async with (
+            run_server(argv, SERVE_READY, env) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client,
+            httpx.AsyncClient(base_url=sim.url, timeout=10) as sim_client,
+        ):
+            started = trio.Semaphore(0)
+
+            async def stream(i: int) -> None:
+                fault = "+stall_after=1" if i % 2 else "+tokens=100000"
+                body = {
+                    "model": "llama3.2:1b" + fault,
+                    "messages": [{"role": "user", "content": f"{i}"}],
+                    "stream": True,
+                }
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    events = sse_events(r)
+                    await anext(events)  # role
+                    await anext(events)  # first token
+                    started.release()
+                    endings.append([e async for e in events][-2:])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(stream, i)
+                for _ in range(100):
+                    await started.acquire()
+                live = (await sim_client.get("/_sim/stats")).json()["open_connections"]
+                assert live == 100
+                server.process.send_signal(signal.SIGTERM)
+                sent = trio.current_time()
+                with trio.fail_after(5 + 2):
+                    code = await server.process.wait()
+                print(f"exit {trio.current_time() - sent:.3f} s after SIGTERM")
+            assert code == 0
+            stats = (await sim_client.get("/_sim/stats")).json()
+            assert stats["open_connections"] == 0
+        assert await stop(sim) == 0
+    assert len(endings) == 100
+    for last_chunk, done in endings:
+        assert last_chunk["choices"][0]["finish_reason"] == "shutdown"
+        assert done == "[DONE]"
