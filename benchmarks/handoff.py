@@ -25,62 +25,18 @@ import argparse
 import json
 import os
 import platform
-import queue
-import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from jarvis_trio.testing import running_process
+
 BIN = Path(sys.executable).parent
 MODEL = "llama3.2:1b"
-
-
-@contextmanager
-def process(argv: list[str], ready: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``argv``, wait (at most 30 s) for a stderr line matching ``ready``; its URL."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:  # also keeps the pipe drained, so the server never blocks on it
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError(f"{argv[0]} exited before it was ready")
-            match = re.search(ready, line)
-            if match:
-                break
-        yield match.group(1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -147,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0", "--tokens-per-second", "50"]
     rows: list[str] = []
-    with process(sim_argv, r"ollama_sim listening url=(\S+)") as sim_url:
+    with running_process(sim_argv, r"ollama_sim listening url=(\S+)") as sim_url:
         serve = [str(BIN / "jarvis-trio"), "serve", "--port", "0", "--backend", "ollama"]
         serve += ["--ollama-url", sim_url]
         with (
-            process(serve, r"server_listening url=(\S+)") as url,
+            running_process(serve, r"server_listening url=(\S+)") as url,
             httpx.Client(base_url=url, timeout=30) as client,
             httpx.Client(base_url=sim_url, timeout=30) as sim,
         ):

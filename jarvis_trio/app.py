@@ -126,7 +126,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         # response: a stream longer than 60 s would be silently cut. Never.
         RESPONSE_TIMEOUT=None,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        BODY_TIMEOUT=30,
+        BODY_TIMEOUT=settings.body_timeout,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     limiter = trio.CapacityLimiter(settings.thread_limit)
@@ -218,7 +218,8 @@ def _register_hooks(app: QuartTrio) -> None:
                 code="body_too_large",
             )
         else:
-            mapped = InvalidRequest(error.description or error.name, code=error.name)
+            slug = error.name.lower().replace(" ", "_")
+            mapped = InvalidRequest(error.description or error.name, code=slug)
             mapped.status = code
         return await api_error(mapped)
 

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
     )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Seconds a client may take to send its request body (slowloris guard); "
+        "then 408.",
+    )
     thread_limit: int = Field(
         256,
         ge=1,
