@@ -406,8 +406,11 @@ class SessionManager:
                 if stream.cancel_reason is not None:
                     ending = Ending.cancelled(stream.cancel_reason)
                 elif stream.blocked_on_reader:
+                    # The reader is stuck writing to a client that reads nothing: cut
+                    # it off too (as a disconnect), or the session would wait for it.
                     self._counters.cancels += 1
                     logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
+                    stream.mark_cancelled(CancelReason.DISCONNECTED)
                     ending = Ending.cancelled(CancelReason.DISCONNECTED)
                 else:
                     ending = self._timed_out(stream)

@@ -277,3 +277,41 @@ async def test_requests_without_session_id_run_side_by_side(server: RunningServe
         await anext(sse_events(a))
         await anext(sse_events(b))
         assert server.manager.statistics().live_streams == 2
+
+
+@deadline(30)
+async def test_a_client_that_stops_reading_cannot_make_the_server_buffer_without_bound(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """10,000 chunks of 10 KB are on offer (100 MB); the client reads nothing. The
+    server produces only what its 64-chunk buffer and the socket hold, then ends
+    the stream as a disconnect once the client has not read for the inactivity time."""
+
+    class Bulky(FakeBackend):
+        async def generate(self, request: Any, sink: Any) -> Any:
+            class Big:
+                def opened(self) -> None:
+                    sink.opened()
+
+                async def send(self, text: str) -> None:
+                    await sink.send(text * 1000)
+
+            return await super().generate(request, Big())
+
+    backend = Bulky(interval=0.0, tokens=10_000)
+    server = await start_server(backend, stream_inactivity_seconds=0.5)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        body = b'{"prompt": "A", "stream": true}'
+        await stream.send_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await eventually(lambda: server.manager.statistics().live_streams == 1)
+        await eventually(lambda: server.manager.statistics().sessions == 0, within=10)
+    ended = [line for line in log_lines(caplog) if line.startswith("stream_end")]
+    assert "outcome=disconnected" in ended[0]
+    produced = int(ended[0].split("tokens=")[1].split()[0])
+    assert produced < 500, f"{produced} chunks of 10 KB were produced for a client reading none"
+    assert "reason=client_not_reading" in "\n".join(log_lines(caplog))

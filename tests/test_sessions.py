@@ -365,9 +365,11 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_model(
     async with open_manager(backend, inactivity=5.0) as manager:
         a = await start(manager, "A")
         await trio.sleep(6.0)  # the client pauses; the buffer fills in 0.64 s
+        assert a.tokens == 64  # the buffer filled; the blocked send never completed
         text, ending = await a.collect()
         assert ending.outcome is Outcome.DISCONNECTED
-        assert len(text.split()) == 64  # the whole buffer; the blocked send never completed
+        assert text == ""  # treated as gone: its reader is cut off, as on any disconnect
+        assert manager.statistics().sessions == 0
         assert backend.ends["A"] == pytest.approx(backend.starts["A"] + 0.64 + 5.0)
     assert any(
         r.__dict__.get("jarvis_fields", {}).get("reason") == "client_not_reading"
