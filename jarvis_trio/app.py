@@ -229,6 +229,11 @@ def _register_hooks(app: QuartTrio) -> None:
         return await api_error(ServerError("Internal server error.", code="internal_error"))
 
 
+def _check_path_id(value: str, param: str) -> None:
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidRequest(f"Invalid {param}.", param=param, code="invalid_id")
+
+
 def _on_exit(callback: Callable[[], None]) -> None:
     _exit_callbacks(request.scope).append(callback)
 
@@ -262,8 +267,7 @@ def _register_routes(app: QuartTrio) -> None:
 
     @app.post("/v1/sessions/<session_id>/cancel")
     async def cancel_session(session_id: str) -> Response:
-        if not ID_PATTERN.fullmatch(session_id):
-            raise InvalidRequest("Invalid session id.", param="session_id", code="invalid_id")
+        _check_path_id(session_id, "session_id")
         report = await state().manager.stop(g.owner, session_id)
         return jsonify(
             object="session.cancel",
@@ -295,8 +299,7 @@ def _register_routes(app: QuartTrio) -> None:
 
     @app.post("/v1/requests/<stream_id>/cancel")
     async def cancel_request(stream_id: str) -> Response:
-        if not ID_PATTERN.fullmatch(stream_id):
-            raise InvalidRequest("Invalid request id.", param="stream_id", code="invalid_id")
+        _check_path_id(stream_id, "stream_id")
         report = await state().manager.cancel_request(g.owner, stream_id)
         return jsonify(
             object="request.cancel",

@@ -20,6 +20,7 @@ The body is always ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -98,6 +99,24 @@ class ServiceUnavailable(ApiError):
 class UpstreamTimeout(ApiError):
     status = 504
     type = "timeout"
+
+
+def upstream_error_message(body: str) -> str:
+    """The message in an upstream's error body, whatever its shape, else the body's start.
+
+    Ollama says ``{"error": "..."}``; OpenAI-compatible servers say
+    ``{"error": {"message": "..."}}``.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return body.strip()[:500]
 
 
 def upstream_status_error(status: int, message: str, *, model: str, url: str) -> ApiError:

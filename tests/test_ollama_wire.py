@@ -7,12 +7,17 @@ import pytest
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Usage
 from jarvis_trio.backends.ollama_wire import (
     chat_body,
-    error_message,
     models_from_tags,
     normalize_ollama_url,
     parse_chat_line,
 )
-from jarvis_trio.errors import InvalidRequest, NotFound, UpstreamError, upstream_status_error
+from jarvis_trio.errors import (
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    upstream_error_message,
+    upstream_status_error,
+)
 
 
 def test_request_fields_map_to_ollama_options() -> None:
@@ -75,16 +80,20 @@ def test_error_line_is_an_upstream_error_with_its_message() -> None:
 
 def test_status_errors() -> None:
     url = "http://127.0.0.1:11434"
-    message = error_message('{"error":"model \\"x\\" not found"}')
+    message = upstream_error_message('{"error":"model \\"x\\" not found"}')
     assert message == 'model "x" not found'
     not_found = upstream_status_error(404, message, model="x", url=url)
     assert isinstance(not_found, NotFound) and not_found.param == "model"
     assert 'model "x" not found' in not_found.message
     assert isinstance(upstream_status_error(400, "bad", model="x", url=url), InvalidRequest)
-    server = upstream_status_error(500, error_message('{"error":"boom"}'), model="x", url=url)
+    server = upstream_status_error(
+        500, upstream_error_message('{"error":"boom"}'), model="x", url=url
+    )
     assert isinstance(server, UpstreamError) and server.status == 502
     assert url in server.message and "boom" in server.message
-    assert error_message("plain text") == "plain text"
+    assert upstream_error_message("plain text") == "plain text"
+    openai_shape = '{"error": {"message": "model gone", "type": "x"}}'
+    assert upstream_error_message(openai_shape) == "model gone"
 
 
 def test_tags() -> None:

@@ -27,6 +27,3 @@ class OllamaBackend(UpstreamBackend):
 
     def parse_models(self, body: Any) -> list[ModelInfo]:
         return ollama_wire.models_from_tags(body)
-
-    def error_message(self, body: str) -> str:
-        return ollama_wire.error_message(body)

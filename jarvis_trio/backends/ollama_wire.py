@@ -81,17 +81,6 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def error_message(body: str) -> str:
-    """The message of Ollama's error body ``{"error": "..."}``, else the body's start."""
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return body.strip()[:500]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
-    return body.strip()[:500]
-
-
 def models_from_tags(body: Any) -> list[ModelInfo]:
     models = body.get("models") if isinstance(body, dict) else None
     if not isinstance(models, list):

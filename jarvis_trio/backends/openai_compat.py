@@ -46,6 +46,3 @@ class OpenAICompatBackend(UpstreamBackend):
 
     def parse_models(self, body: Any) -> list[ModelInfo]:
         return openai_wire.models_from_list(body)
-
-    def error_message(self, body: str) -> str:
-        return openai_wire.error_message(body)

@@ -69,20 +69,6 @@ def parse_sse_line(line: str) -> Piece | None:
     return Piece(content=clean_text(content), finish_reason=finish, usage=usage)
 
 
-def error_message(body: str) -> str:
-    """The message of an OpenAI error body ``{"error": {"message": ...}}``, else its start."""
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return body.strip()[:500]
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return body.strip()[:500]
-
-
 def models_from_list(body: Any) -> list[ModelInfo]:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):

@@ -50,6 +50,7 @@ from jarvis_trio.errors import (
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
+    upstream_error_message,
     upstream_status_error,
 )
 from jarvis_trio.threads import CancelToken, run_in_worker
@@ -142,8 +143,8 @@ def read_error_body(response: httpx.Response) -> str:
 class UpstreamBackend(ABC):
     """What every upstream backend shares: worker threads, model lists, failures, relaying.
 
-    A subclass names its protocol: its paths, request body, line parser, model
-    list and error body. Everything about threads and cancellation lives here.
+    A subclass names its protocol: its paths, request body, line parser and
+    model list. Everything about threads and cancellation lives here.
     """
 
     name: str
@@ -174,9 +175,6 @@ class UpstreamBackend(ABC):
 
     @abstractmethod
     def parse_models(self, body: Any) -> list[ModelInfo]: ...
-
-    @abstractmethod
-    def error_message(self, body: str) -> str: ...
 
     # -- the Backend interface
 
@@ -210,7 +208,7 @@ class UpstreamBackend(ABC):
             if response.status_code != 200:
                 raise UpstreamError(
                     f"{self.url}{self.models_path} failed (HTTP {response.status_code}): "
-                    f"{self.error_message(read_error_body(response))}"
+                    f"{upstream_error_message(read_error_body(response))}"
                 )
             try:
                 body = json.loads(response.read())
@@ -225,7 +223,7 @@ class UpstreamBackend(ABC):
             token, "POST", self.chat_path, json=body, headers=headers
         ) as response:
             if response.status_code != 200:
-                message = self.error_message(read_error_body(response))
+                message = upstream_error_message(read_error_body(response))
                 raise upstream_status_error(
                     response.status_code, message, model=request.model, url=self.url
                 )
