@@ -7,6 +7,7 @@ calls and their results back to OpenAI's wire format.
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -157,7 +158,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     @app.after_serving
     async def stop_sessions() -> None:
         await manager.shutdown()
-        await backend.aclose()
+        if manager.stopped:
+            await backend.aclose()
+        # else: a worker thread is still running (one stuck in connect() is freed only
+        # by the connect timeout); closing its client under it would not help.
 
     _register_hooks(app)
     _register_routes(app)
@@ -227,6 +231,15 @@ def _register_hooks(app: QuartTrio) -> None:
     async def unexpected(error: Exception) -> Response:
         logs.log.exception("request_failed path=%s", request.path)
         return await api_error(ServerError("Internal server error.", code="internal_error"))
+
+
+# Per process: upstream servers see a stable label per owner, never anything
+# derived from an API key alone (a plain hash of a weak key can be brute-forced).
+_TRACE_SECRET = secrets.token_bytes(16)
+
+
+def _opaque(owner: str) -> str:
+    return hmac.new(_TRACE_SECRET, owner.encode(), "sha256").hexdigest()[:16]
 
 
 def _check_path_id(value: str, param: str) -> None:
@@ -316,7 +329,7 @@ def _register_routes(app: QuartTrio) -> None:
         )
         model = await st.backend.resolve_model(chat.model)
         session_id = _header_id("X-Session-Id")
-        trace = f"{g.owner}/{session_id}" if session_id is not None else None
+        trace = f"{_opaque(g.owner)}/{session_id}" if session_id is not None else None
         job = chat.to_generation(model, trace_session=trace)
         stream = st.manager.submit(g.owner, session_id, job, g.request_id)
         _on_exit(lambda: st.manager.abandon(stream))

@@ -109,13 +109,13 @@ def upstream_error_message(body: str) -> str:
     """
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body.strip()[:500]
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
+        return str(error["message"])[:500]
     if isinstance(error, str):
-        return error
+        return error[:500]
     return body.strip()[:500]
 
 

@@ -178,7 +178,11 @@ class SessionManager:
         call in ``move_on_after``; without one, one more budget) to return before
         the caller closes the backend.
         """
-        if self._nursery is None:
+        if self._nursery is None or self._stopped.is_set():
+            return
+        if self._closing:  # a second call (serve's trigger, then the app's lifespan)
+            with trio.move_on_after(self.join_budget):
+                await self._stopped.wait()
             return
         self._closing = True
         now = trio.current_time()
@@ -310,6 +314,11 @@ class SessionManager:
         self._apply(session, session.rules.deadline_passed(trio.current_time()))
         return StopReport("join_timeout", target.id, waited_ms)
 
+    @property
+    def stopped(self) -> bool:
+        """Every stream task (and so every worker thread it waited for) has ended."""
+        return self._stopped.is_set()
+
     def statistics(self) -> ManagerStatistics:
         c = self._counters
         return ManagerStatistics(
@@ -339,8 +348,10 @@ class SessionManager:
                 cancelled.mark_cancelled(action.reason)
                 if cancelled.producer_done:
                     # Generation was over, only its reader was still going: it has
-                    # just been cut off, so the stream is released now.
+                    # just been cut off, so the stream is released now (a join of 0 s).
                     released.append(cancelled)
+                    self._counters.joins_clean += 1
+                    self.observer.join_finished(clean=True, seconds=0.0)
             elif isinstance(action, Reject):
                 logs.event(
                     "stream_cancelled",
@@ -408,6 +419,8 @@ class SessionManager:
                 elif stream.blocked_on_reader:
                     # The reader is stuck writing to a client that reads nothing: cut
                     # it off too (as a disconnect), or the session would wait for it.
+                    # Outside the rules, but safe: no checkpoint separates this from
+                    # the _finished() below, which tells the rules.
                     self._counters.cancels += 1
                     logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
                     stream.mark_cancelled(CancelReason.DISCONNECTED)
@@ -427,6 +440,9 @@ class SessionManager:
             assert stream.started_at is not None
             duration = trio.current_time() - stream.started_at
             self.observer.stream_ended(ending.outcome, duration)
+            # A cancelled stream that ends past its budget with nobody watching the
+            # deadline (no waiter, no Stop) is a timed-out join, not a clean one.
+            self._apply(session, session.rules.deadline_passed(trio.current_time()))
             if stream.cancelled_at is not None and session.rules.dying == stream.id:
                 self._counters.joins_clean += 1
                 self.observer.join_finished(
@@ -443,11 +459,31 @@ class SessionManager:
             try:
                 if stream.reader_done or stream.cancel_reason is not None:
                     self._finished(session, stream)
-                # else: released when its reader is done (Stream.on_reader_done).
+                else:
+                    # Released when its reader is done (Stream.on_reader_done); a
+                    # reader stuck on a client that reads nothing is cut off.
+                    assert session.nursery is not None
+                    session.nursery.start_soon(self._cut_off_stuck_reader, session, stream)
             except Exception:
                 # A bug here must cost one session, not the server (an exception
                 # would climb through every nursery up to the lifespan's).
                 logs.log.exception("session_cleanup_failed trace=%s", stream.id)
+
+    async def _cut_off_stuck_reader(self, session: Session, stream: Stream) -> None:
+        """The answer is complete but its client stopped reading: after the inactivity
+        time without a read, treat the client as gone (a disconnect) and release."""
+        while not stream.reader_done:
+            with trio.move_on_at(stream.last_read_at + self.inactivity_seconds):
+                await stream.reader_finished.wait()
+            if stream.reader_done or stream.id not in session.streams:
+                return
+            if trio.current_time() >= stream.last_read_at + self.inactivity_seconds:
+                logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
+                now = trio.current_time()
+                self._apply(
+                    session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now)
+                )
+                return
 
     def _timed_out(self, stream: Stream) -> Ending:
         self._counters.cancels += 1

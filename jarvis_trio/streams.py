@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import trio
 
@@ -71,6 +71,9 @@ class Stream:
         self._reader_scope: trio.CancelScope | None = None
         self.producer_done = False
         self.blocked_on_reader = False
+        self.reader_finished = trio.Event()
+        # When the reader last came back for more (after its previous write completed).
+        self.last_read_at = trio.current_time()
         self.reader_done = False
         # Called (once) when the reader finishes after the producer did.
         self.on_reader_done: Callable[[Stream], None] | None = None
@@ -140,10 +143,11 @@ class Stream:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def batches(self) -> AsyncIterator[list[str]]:
+    async def batches(self) -> AsyncGenerator[list[str], None]:
         """Output in batches of what is already buffered; stops at the end or a cancel."""
         try:
             while self.cancel_reason is None:
+                self.last_read_at = trio.current_time()
                 with trio.CancelScope() as scope:
                     self._reader_scope = scope
                     try:
@@ -187,5 +191,6 @@ class Stream:
         if self.reader_done:
             return
         self.reader_done = True
+        self.reader_finished.set()
         if self.producer_done and self.on_reader_done is not None:
             self.on_reader_done(self)

@@ -96,3 +96,23 @@ async def test_backend_closes_cleanly() -> None:
     backend = OpenAICompatBackend("http://127.0.0.1:9/v1")
     await backend.aclose()
     await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'data: {"choices":[{"delta":{"content":5}}]}',
+        'data: {"choices":[],"usage":{"prompt_tokens":"many","completion_tokens":1}}',
+    ],
+)
+def test_malformed_upstream_chunks_are_upstream_errors_not_crashes(line: str) -> None:
+    with pytest.raises(UpstreamError) as info:
+        parse_sse_line(line)
+    assert info.value.code == "upstream_malformed"
+
+
+def test_hostile_upstream_error_bodies_are_read_safely() -> None:
+    from jarvis_trio.errors import upstream_error_message
+
+    assert upstream_error_message("[" * 100_000) == ("[" * 100_000)[:500]
+    assert len(upstream_error_message('{"error": "' + "x" * 10_000 + '"}')) == 500

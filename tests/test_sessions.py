@@ -12,6 +12,7 @@ import trio.testing
 
 from jarvis_trio.errors import ServiceUnavailable
 from jarvis_trio.outcomes import Outcome
+from jarvis_trio.rules import CancelReason
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
 from tests.fakes import FakeBackend, job
@@ -384,7 +385,15 @@ async def test_first_token_timeout_is_separate_and_longer_than_inactivity(
     async with open_manager(backend, inactivity=5.0, first_token=60.0) as manager:
         loading = await start(manager, "loading", session="a")
         stalled = await start(manager, "stalled", session="b")
-        (_, loading_end), (_, stalled_end) = await loading.collect(), await stalled.collect()
+        endings = {}
+
+        async def read(stream: Stream) -> None:
+            endings[stream.job.prompt] = (await stream.collect())[1]
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, loading)
+            nursery.start_soon(read, stalled)
+        loading_end, stalled_end = endings["loading"], endings["stalled"]
     assert loading_end.outcome is Outcome.FIRST_TOKEN_TIMEOUT
     assert loading_end.error is not None and loading_end.error.code == "first_token_timeout"
     assert backend.ends["loading"] == backend.starts["loading"] + 60.0
@@ -406,3 +415,33 @@ async def test_stop_of_a_finished_answer_still_being_read_cuts_its_reader(
         text, ending = await a.collect()
         assert text == "" and ending.outcome is Outcome.STOPPED
         assert manager.statistics().sessions == 0
+
+
+async def test_a_finished_answer_whose_client_stops_reading_is_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found in review: with no newer prompt, its session was held forever."""
+    backend = FakeBackend(interval=0.01, tokens=10)
+    async with open_manager(backend, inactivity=5.0) as manager:
+        a = await start(manager, "A", session=None)
+        batches = a.batches()
+        await anext(batches)  # the client reads once, then never again
+        await trio.sleep(1.0)
+        assert a.producer_done and manager.statistics().sessions == 1
+        await trio.sleep(5.0)
+        assert manager.statistics().sessions == 0
+        assert a.cancel_reason is CancelReason.DISCONNECTED
+        await batches.aclose()
+
+
+async def test_a_cancelled_stream_ending_past_its_budget_is_a_timed_out_join(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found in review: with nobody watching the deadline it was counted clean."""
+    backend = FakeBackend(die_after={"A": 10.0})
+    async with open_manager(backend) as manager:
+        a = await start(manager, "A")
+        manager.abandon(a)  # a disconnect: no waiter, no Stop
+        await a.finished.wait()
+        stats = manager.statistics()
+        assert (stats.joins_clean, stats.joins_timed_out) == (0, 1)

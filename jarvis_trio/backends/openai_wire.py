@@ -56,13 +56,20 @@ def parse_sse_line(line: str) -> Piece | None:
     usage = None
     if isinstance(chunk.get("usage"), dict):
         u = chunk["usage"]
-        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        prompt, completion = u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0
+        if not (isinstance(prompt, int) and isinstance(completion, int)):
+            raise UpstreamError("The model server sent malformed usage.", code="upstream_malformed")
+        usage = Usage(prompt, completion)
     content = ""
     finish: FinishReason | None = None
     choices = chunk.get("choices") or []
     if choices and isinstance(choices[0], dict):
         delta = choices[0].get("delta") or {}
         content = delta.get("content") or "" if isinstance(delta, dict) else ""
+        if not isinstance(content, str):
+            raise UpstreamError(
+                "The model server sent a malformed event.", code="upstream_malformed"
+            )
         reason = choices[0].get("finish_reason")
         if reason is not None:
             finish = "length" if reason == "length" else "stop"

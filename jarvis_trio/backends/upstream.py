@@ -128,6 +128,11 @@ class UpstreamHttp:
                 f"The model server at {self.base_url} closed the connection mid-response ({exc}).",
                 code="upstream_disconnected",
             ) from None
+        except httpx.HTTPError as exc:  # decoding errors and the rest: still the upstream's
+            raise UpstreamError(
+                f"The model server at {self.base_url} sent an unreadable response ({exc!r}).",
+                code="upstream_malformed",
+            ) from None
 
 
 def read_error_body(response: httpx.Response) -> str:
