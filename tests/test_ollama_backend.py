@@ -255,3 +255,44 @@ async def test_auto_picks_ollama_when_it_answers_else_the_embedded_model(
     ]
     assert "answered at " + sim.url in reasons[0]
     assert "no Ollama at http://127.0.0.1:9" in reasons[1]
+
+
+@deadline(30)
+async def test_cancel_frees_a_thread_blocked_in_connect() -> None:
+    """Found in review: an upstream whose accept queue is full (overloaded, or a
+    black hole) left the thread in connect() until the connect timeout."""
+    import socket
+
+    from tests.fakes import job
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):  # fill the accept queue; the kernel then drops new SYNs
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    await trio.sleep(0.1)
+    host, port = listener.getsockname()
+    limiter = trio.CapacityLimiter(4)
+    backend = OllamaBackend(f"http://{host}:{port}", limiter=limiter, connect_timeout=20.0)
+
+    class Nowhere:
+        def opened(self) -> None:
+            raise AssertionError("never connected")
+
+        async def send(self, text: str) -> None:
+            raise AssertionError("never connected")
+
+    try:
+        with trio.fail_after(10):  # 20 s connect timeout: only the shutdown can win
+            with trio.move_on_after(0.5) as scope:
+                await backend.generate(job("x"), Nowhere())
+        assert scope.cancelled_caught
+        assert limiter.borrowed_tokens == 0
+    finally:
+        await backend.aclose()
+        for s in [listener, *fillers]:
+            s.close()

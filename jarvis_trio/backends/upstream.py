@@ -15,6 +15,11 @@ response headers, and the upstream sees EOF, which stops generation.
 Keep-alive is off on purpose: a reused connection fires no connect event, so
 we could not tell which socket belongs to which stream.
 
+A thread can also block in ``connect()`` itself (an upstream whose accept queue
+is full, a black-holed address) until the connect timeout. So our network
+backend creates each socket itself and registers its shutdown on the token
+*before* connecting: a shutdown aborts a pending ``connect()`` at once.
+
 Transport failures are mapped to our errors here, at the boundary (as
 httpcore's ``map_exceptions`` does). After a cancel, whatever the thread
 raises is dropped by :func:`~jarvis_trio.threads.run_in_worker` in favour of
@@ -27,14 +32,17 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import httpcore
 import httpx
 import trio
+from httpcore._backends.sync import SyncStream  # not exported; pinned in constraints.txt
 
 from jarvis_trio.backends.base import (
     FinishReason,
@@ -59,6 +67,51 @@ from jarvis_trio.threads import CancelToken, run_in_worker
 ERROR_BODY_LIMIT = 64 * 1024
 
 
+# The cancel token of the request being made on this worker thread, for
+# _RegisterBeforeConnect (httpcore connects inside the request call, on this thread).
+_request_token = threading.local()
+
+
+class _RegisterBeforeConnect(httpcore.SyncBackend):
+    """httpcore's sync TCP connect, with the socket known to the token before connect()."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        token: CancelToken | None = getattr(_request_token, "token", None)
+        last: OSError = OSError(f"cannot resolve {host}")
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(exc) from exc
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            if token is not None:
+                token.add_callback(lambda sock=sock: _shutdown(sock))  # type: ignore[misc]
+            try:
+                sock.settimeout(timeout)
+                if local_address is not None:
+                    sock.bind((local_address, 0))
+                sock.connect(address)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpcore.ConnectTimeout(exc) from exc
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return SyncStream(sock)
+        raise httpcore.ConnectError(last) from last
+
+
 def _shutdown(sock: socket.socket) -> None:
     # OSError: already closed, the request ended on its own.
     with contextlib.suppress(OSError):
@@ -76,6 +129,10 @@ class UpstreamHttp:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        transport = httpx.HTTPTransport(limits=limits)
+        # httpx offers no network_backend argument; its pool keeps one (httpcore).
+        transport._pool._network_backend = _RegisterBeforeConnect()
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -83,7 +140,7 @@ class UpstreamHttp:
             # dead after ReadTimeout); cancellation and our inactivity deadline
             # reach a silent read through the socket shutdown instead.
             timeout=httpx.Timeout(connect_timeout, read=None),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -108,6 +165,7 @@ class UpstreamHttp:
                     token.add_callback(lambda: _shutdown(sock))
 
         token.raise_if_cancelled()
+        _request_token.token = token
         try:
             with self._client.stream(
                 method, path, json=json, headers=headers, extensions={"trace": trace}
@@ -133,6 +191,8 @@ class UpstreamHttp:
                 f"The model server at {self.base_url} sent an unreadable response ({exc!r}).",
                 code="upstream_malformed",
             ) from None
+        finally:
+            _request_token.token = None
 
 
 def read_error_body(response: httpx.Response) -> str:
