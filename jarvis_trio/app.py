@@ -37,7 +37,7 @@ from jarvis_trio.metrics import CONTENT_TYPE, Metrics
 from jarvis_trio.schemas import parse_chat_request
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
-from jarvis_trio.wire import ChunkFormat, completion, stream_ending
+from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
 
 # Session and request ids: 1-128 characters that need no escaping in a URL path.
 ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,128}")
@@ -341,17 +341,8 @@ def _register_routes(app: QuartTrio) -> None:
         fmt = ChunkFormat(stream.id, model, stream.created, chat.include_usage)
         if not chat.stream:
             text, ending = await stream.collect()
-            error = ending.as_error()
-            if error is not None:
-                raise error
-            assert ending.usage is not None
-            body = completion(
-                stream_id=stream.id,
-                model=model,
-                created=stream.created,
-                text=text,
-                finish_reason=ending.finish_reason or "stop",
-                usage=ending.usage,
+            body = completion_for(
+                stream_id=stream.id, model=model, created=stream.created, text=text, ending=ending
             )
             response = jsonify(body)
         else:

@@ -97,6 +97,24 @@ def completion(
     }
 
 
+def completion_for(
+    *, stream_id: str, model: str, created: int, text: str, ending: Ending
+) -> dict[str, Any]:
+    """A non-streaming answer: the ``chat.completion`` body, or raises the ending's error."""
+    error = ending.as_error()
+    if error is not None:
+        raise error
+    assert ending.usage is not None, "a completed ending carries its usage"
+    return completion(
+        stream_id=stream_id,
+        model=model,
+        created=created,
+        text=text,
+        finish_reason=ending.finish_reason or "stop",
+        usage=ending.usage,
+    )
+
+
 def stream_ending(fmt: ChunkFormat, ending: Ending) -> str:
     """The last events of a stream, ``[DONE]`` included.
 

@@ -44,7 +44,7 @@ from jarvis_trio.auth import ANONYMOUS
 from jarvis_trio.errors import ApiError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.schemas import parse_chat_request
-from jarvis_trio.wire import ChunkFormat, completion, stream_ending
+from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
 
 # The same as jarvis_trio.app.ID_PATTERN (a test keeps them equal); not imported,
 # so this process does not load quart and hypercorn.
@@ -122,17 +122,8 @@ def create_app(
         fmt = ChunkFormat(run.id, model, run.created, chat.include_usage)
         if not chat.stream:
             text, ending = await run.collect()
-            error = ending.as_error()
-            if error is not None:
-                raise error
-            assert ending.usage is not None
-            body = completion(
-                stream_id=run.id,
-                model=model,
-                created=run.created,
-                text=text,
-                finish_reason=ending.finish_reason or "stop",
-                usage=ending.usage,
+            body = completion_for(
+                stream_id=run.id, model=model, created=run.created, text=text, ending=ending
             )
             return JSONResponse(body, headers=headers)
         return StreamingResponse(
