@@ -22,14 +22,15 @@ Usage: ``python -m benchmarks.handoff [--rounds N] [--markdown FILE]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,13 +42,21 @@ MODEL = "llama3.2:1b"
 
 @dataclass
 class Round:
-    eof_ms: float
-    upstream_b_ms: float
-    ttft_b_ms: float
+    """One handoff; ``None`` where it never happened within the round's timeout."""
+
+    eof_ms: float | None  # A's upstream connection closed
+    upstream_b_ms: float | None  # B's request reached the upstream
+    ttft_b_ms: float | None  # B's first token reached the client
 
 
-def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str) -> Round:
-    session = {"X-Session-Id": f"bench-{mode}-{i}"}
+def _first_token(lines: Iterator[str]) -> bool:
+    """Read up to the first content chunk (``any`` stops there); False if none came."""
+    return any('"content":"' in line and '"content":""' not in line for line in lines)
+
+
+def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str, timeout: float) -> Round:
+    session_id = f"bench-{mode}-{i}"
+    session = {"X-Session-Id": session_id}
     fault = "+stall_after=1" if mode == "silent" else "+tokens=100000"
     a_body = {
         "model": MODEL + fault,
@@ -59,80 +68,126 @@ def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str) -> Rou
         "model": MODEL + "+tokens=3",
         "messages": [{"role": "user", "content": "B"}],
     }
-    sim.post("/_sim/reset")
-    with client.stream("POST", "/v1/chat/completions", json=a_body, headers=session) as a:
-        lines = a.iter_lines()
-        for line in lines:  # the role chunk, then A's first token
-            if '"content":"' in line and '"content":""' not in line:
-                break
-        if mode == "silent":
-            time.sleep(0.02)  # A's model has gone quiet
-        t_b = time.monotonic()
-        with client.stream("POST", "/v1/chat/completions", json=b_body, headers=session) as b:
-            b_lines = b.iter_lines()
-            for line in b_lines:
-                if '"content":"' in line and '"content":""' not in line:
+    t_b = ttft = None
+    try:
+        with client.stream(
+            "POST", "/v1/chat/completions", json=a_body, headers=session, timeout=timeout
+        ) as a:
+            lines = a.iter_lines()
+            if not _first_token(lines):
+                return Round(None, None, None)
+            if mode == "silent":
+                time.sleep(0.02)  # A's model has gone quiet
+            t_b = time.monotonic()
+            with client.stream(
+                "POST", "/v1/chat/completions", json=b_body, headers=session, timeout=timeout
+            ) as b:
+                b_lines = b.iter_lines()
+                if _first_token(b_lines):
                     ttft = time.monotonic() - t_b
-                    break
-            for _ in b_lines:
+                for _ in b_lines:
+                    pass
+            for _ in lines:  # A's superseded ending
                 pass
-        for _ in lines:  # A's superseded ending
-            pass
-    records = sim.get("/_sim/connections").json()
-    chats = [r for r in records if any(q["path"] == "/api/chat" for q in r["requests"])]
-    a_conn = next(r for r in chats if r["requests"][0]["model"] == a_body["model"])
-    b_req = next(q for r in chats for q in r["requests"] if q["model"] == b_body["model"])
-    assert a_conn["closed"] is not None, "A's upstream connection is still open"
+    except httpx.TimeoutException:
+        pass
+    if t_b is None:
+        return Round(None, None, None)
+
+    def request_of(model: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        for conn in sim.get("/_sim/connections").json():
+            for req in conn["requests"]:
+                tag = req["headers"].get("x-jarvis-session", "")
+                if req["model"] == model and tag.endswith("/" + session_id):
+                    return conn, req
+        return None
+
+    found_a, found_b = request_of(str(a_body["model"])), request_of(str(b_body["model"]))
+    closed = found_a[0]["closed"] if found_a else None
     return Round(
-        eof_ms=(a_conn["closed"] - t_b) * 1000,
-        upstream_b_ms=(b_req["received"] - t_b) * 1000,
-        ttft_b_ms=ttft * 1000,
+        eof_ms=(closed - t_b) * 1000 if closed is not None else None,
+        upstream_b_ms=(found_b[1]["received"] - t_b) * 1000 if found_b else None,
+        ttft_b_ms=ttft * 1000 if ttft is not None else None,
     )
 
 
-def percentiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"{statistics.median(ordered):.2f} / {p99:.2f} / {ordered[-1]:.2f}"
+def run_variant(
+    variant: str, mode: str, rounds: int, timeout: float, give_up_after: int
+) -> list[Round]:
+    """Fresh simulator and server per variant and mode: a variant's stuck threads
+    must not spill into the next measurement."""
+    sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0", "--tokens-per-second", "50"]
+    with running_process(sim_argv, r"ollama_sim listening url=(\S+)") as sim_url:
+        if variant == "trio":
+            serve = [str(BIN / "jarvis-trio"), "serve"]
+        else:
+            serve = [sys.executable, "-m", "benchmarks.asyncio_variant"]
+        serve += ["--port", "0", "--backend", "ollama", "--ollama-url", sim_url]
+        with (
+            running_process(serve, r"server_listening url=(\S+)") as url,
+            httpx.Client(base_url=url, timeout=timeout) as client,
+            httpx.Client(base_url=sim_url, timeout=30) as sim,
+        ):
+            done: list[Round] = []
+            stuck = 0
+            for i in range(rounds):
+                result = one_round(client, sim, i, mode, timeout)
+                done.append(result)
+                stuck = stuck + 1 if result.ttft_b_ms is None else 0
+                if stuck >= give_up_after:  # the server no longer serves this session's B
+                    break
+            return done
+
+
+def percentiles(values: list[float | None]) -> str:
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return "never"
+    p99 = got[min(len(got) - 1, round(0.99 * (len(got) - 1)))]
+    return f"{statistics.median(got):.2f} / {p99:.2f} / {got[-1]:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--variants", default="trio,asyncio", help="trio, asyncio or both")
+    parser.add_argument("--round-timeout", type=float, default=5.0)
+    parser.add_argument("--give-up-after", type=int, default=5, help="rounds without a B")
     parser.add_argument("--markdown", type=Path, help="write the results table here")
     args = parser.parse_args(argv)
-    sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0", "--tokens-per-second", "50"]
     rows: list[str] = []
-    with running_process(sim_argv, r"ollama_sim listening url=(\S+)") as sim_url:
-        serve = [str(BIN / "jarvis-trio"), "serve", "--port", "0", "--backend", "ollama"]
-        serve += ["--ollama-url", sim_url]
-        with (
-            running_process(serve, r"server_listening url=(\S+)") as url,
-            httpx.Client(base_url=url, timeout=30) as client,
-            httpx.Client(base_url=sim_url, timeout=30) as sim,
-        ):
-            for mode in ("silent", "chatty"):
-                rounds = [one_round(client, sim, i, mode) for i in range(args.rounds)]
-                for name, values in (
-                    ("cancel -> upstream EOF", [r.eof_ms for r in rounds]),
-                    ("B upstream request", [r.upstream_b_ms for r in rounds]),
-                    ("B time to first token", [r.ttft_b_ms for r in rounds]),
-                ):
-                    rows.append(f"| {mode} | {name} | {percentiles(values)} |")
+    for variant in args.variants.split(","):
+        for mode in ("silent", "chatty"):
+            rounds = run_variant(variant, mode, args.rounds, args.round_timeout, args.give_up_after)
+            n = len(rounds)
+            for name, values in (
+                ("cancel -> upstream EOF", [r.eof_ms for r in rounds]),
+                ("B upstream request", [r.upstream_b_ms for r in rounds]),
+                ("B time to first token", [r.ttft_b_ms for r in rounds]),
+            ):
+                never = sum(v is None for v in values)
+                rows.append(
+                    f"| {variant} | {mode} | {name} | {percentiles(values)} | {never} of {n} |"
+                )
     table = "\n".join(
         [
             "# Handoff benchmark",
             "",
             "Written by `make bench` (`benchmarks/handoff.py`). Real processes on loopback:",
-            "the Ollama simulator, the gateway (`--backend ollama`) and the client. A streams",
-            "and is then silent (a stalled model) or chatty; B arrives in the same session.",
-            "Times are from the moment the client sent B, so they include B's HTTP ingress;",
-            "A's upstream close and B's upstream request are read from the simulator's records.",
+            "the Ollama simulator, a gateway (`--backend ollama`) and the client; `trio` is",
+            "jarvis-trio, `asyncio` the original notes' design (`benchmarks/asyncio_variant`).",
+            "A streams and is then silent (a stalled model) or chatty; B arrives in the same",
+            "session. Times are from the moment the client sent B, so they include B's HTTP",
+            "ingress; A's upstream close and B's upstream request are read from the",
+            "simulator's records. *never*: it did not happen within the round's",
+            f"{args.round_timeout:g} s; a variant's run stops after {args.give_up_after} rounds",
+            "in a row without a B (its server no longer serves the session).",
             "",
-            f"Rounds: {args.rounds} per upstream. Milliseconds after B was sent: p50 / p99 / max.",
+            f"Rounds: up to {args.rounds} per variant and upstream, each on a fresh simulator",
+            "and server. Milliseconds after B was sent: p50 / p99 / max.",
             "",
-            "| A's upstream | measure | p50 / p99 / max (ms) |",
-            "|---|---|---|",
+            "| variant | A's upstream | measure | p50 / p99 / max (ms) | never |",
+            "|---|---|---|---|---|",
             *rows,
             "",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -142,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n", encoding="utf-8")
-    print(json.dumps({"rows": rows}), file=sys.stderr)
     return 0
 
 
