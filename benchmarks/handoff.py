@@ -111,6 +111,52 @@ def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str, timeou
     )
 
 
+def cancel_round(
+    client: httpx.Client, sim: httpx.Client, i: int, how: str, timeout: float
+) -> Round:
+    """A streams, then goes silent; it is stopped (Stop endpoint) or its client leaves.
+    Measures when A's upstream connection closed after that."""
+    session_id = f"bench-{how}-{i}"
+    body = {
+        "model": MODEL + "+stall_after=1",
+        "messages": [{"role": "user", "content": f"A {i}"}],
+        "stream": True,
+    }
+    t0 = None
+    try:
+        with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json=body,
+            headers={"X-Session-Id": session_id},
+            timeout=timeout,
+        ) as a:
+            # Keep the line iterator referenced: when a half-read one is collected,
+            # httpcore closes the connection, which would be a disconnect of its own.
+            lines = a.iter_lines()
+            if not _first_token(lines):
+                return Round(None, None, None)
+            time.sleep(0.02)  # A's model has gone quiet
+            t0 = time.monotonic()
+            if how == "stop":
+                client.post(f"/v1/sessions/{session_id}/cancel", timeout=timeout)
+                for _ in lines:  # A's "stopped" ending
+                    pass
+        # Leaving the block closes our connection: the disconnect, for how == "disconnect".
+    except httpx.TimeoutException:
+        pass
+    if t0 is None:
+        return Round(None, None, None)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # bounded: the simulator records the close
+        for conn in sim.get("/_sim/connections").json():
+            tags = [r["headers"].get("x-jarvis-session", "") for r in conn["requests"]]
+            if any(tag.endswith("/" + session_id) for tag in tags) and conn["closed"]:
+                return Round((conn["closed"] - t0) * 1000, None, None)
+        time.sleep(0.005)
+    return Round(None, None, None)
+
+
 def run_variant(
     variant: str, mode: str, rounds: int, timeout: float, give_up_after: int
 ) -> list[Round]:
@@ -131,9 +177,14 @@ def run_variant(
             done: list[Round] = []
             stuck = 0
             for i in range(rounds):
-                result = one_round(client, sim, i, mode, timeout)
+                if mode in ("silent", "chatty"):
+                    result = one_round(client, sim, i, mode, timeout)
+                    served = result.ttft_b_ms is not None
+                else:
+                    result = cancel_round(client, sim, i, mode, timeout)
+                    served = result.eof_ms is not None
                 done.append(result)
-                stuck = stuck + 1 if result.ttft_b_ms is None else 0
+                stuck = 0 if served else stuck + 1
                 if stuck >= give_up_after:  # the server no longer serves this session's B
                     break
             return done
@@ -157,14 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows: list[str] = []
     for variant in args.variants.split(","):
-        for mode in ("silent", "chatty"):
+        for mode in ("silent", "chatty", "stop", "disconnect"):
             rounds = run_variant(variant, mode, args.rounds, args.round_timeout, args.give_up_after)
             n = len(rounds)
-            for name, values in (
+            measures: tuple[tuple[str, list[float | None]], ...] = (
                 ("cancel -> upstream EOF", [r.eof_ms for r in rounds]),
                 ("B upstream request", [r.upstream_b_ms for r in rounds]),
                 ("B time to first token", [r.ttft_b_ms for r in rounds]),
-            ):
+            )
+            if mode in ("stop", "disconnect"):
+                measures = ((f"{mode} -> upstream EOF", [r.eof_ms for r in rounds]),)
+            for name, values in measures:
                 never = sum(v is None for v in values)
                 rows.append(
                     f"| {variant} | {mode} | {name} | {percentiles(values)} | {never} of {n} |"
@@ -177,14 +231,15 @@ def main(argv: list[str] | None = None) -> int:
             "the Ollama simulator, a gateway (`--backend ollama`) and the client; `trio` is",
             "jarvis-trio, `asyncio` the original notes' design (`benchmarks/asyncio_variant`).",
             "A streams and is then silent (a stalled model) or chatty; B arrives in the same",
-            "session. Times are from the moment the client sent B, so they include B's HTTP",
-            "ingress; A's upstream close and B's upstream request are read from the",
-            "simulator's records. *never*: it did not happen within the round's",
+            "session (or, silent too, A is stopped by the Stop endpoint, or its client leaves).",
+            "Times are from the moment the client sent B (or the Stop, or closed), so they",
+            "include the HTTP ingress; A's upstream close and B's upstream request are read",
+            "from the simulator's records. *never*: it did not happen within the round's",
             f"{args.round_timeout:g} s; a variant's run stops after {args.give_up_after} rounds",
             "in a row without a B (its server no longer serves the session).",
             "",
             f"Rounds: up to {args.rounds} per variant and upstream, each on a fresh simulator",
-            "and server. Milliseconds after B was sent: p50 / p99 / max.",
+            "and server. Milliseconds: p50 / p99 / max.",
             "",
             "| variant | A's upstream | measure | p50 / p99 / max (ms) | never |",
             "|---|---|---|---|---|",

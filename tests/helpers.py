@@ -29,7 +29,12 @@ def deadline(seconds: float) -> Callable[[Callable[P, Awaitable[T]]], Callable[P
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[Any]:
-    """Each ``data:`` payload, parsed; ``"[DONE]"`` as the string."""
+    """Each ``data:`` payload, parsed; ``"[DONE]"`` as the string.
+
+    Keep the iterator in a variable while the response is open: a half-read one
+    that gets collected closes the connection (httpcore closes it when its stream
+    generator is closed), which the server sees as a client disconnect.
+    """
     async for line in response.aiter_lines():
         if line.startswith("data: "):
             data = line.removeprefix("data: ")

@@ -150,7 +150,9 @@ async def test_a_waiting_request_is_superseded_by_a_newer_one_and_never_starts(
         trio.open_nursery() as nursery,
     ):
         async with ca.stream("POST", CHAT, json=chat("A", stream=True), headers=headers) as a:
-            await anext(sse_events(a))
+            # Keep the iterator referenced: a collected half-read one closes the connection.
+            a_events = sse_events(a)
+            await anext(a_events)
             b_result: list[Any] = []
 
             async def send_b() -> None:
@@ -164,6 +166,8 @@ async def test_a_waiting_request_is_superseded_by_a_newer_one_and_never_starts(
             await eventually(lambda: any("reason=superseded" in x for x in log_lines(caplog)))
             await trio.sleep(0.2)
             c = await cc.post(CHAT, json=chat("C", max_tokens=3), headers=headers)
+            a_rest = [e async for e in a_events]
+    assert a_rest[-2]["choices"][0]["finish_reason"] == "superseded"  # not a disconnect
     assert c.status_code == 200
     assert b_result[0] == 200
     b_events = b_result[1:]
@@ -231,8 +235,11 @@ async def test_stop_reports_a_join_timeout(start_server: StartServer) -> None:
     headers = {"X-Session-Id": "sess-stuck"}
     async with server.client() as client, server.client() as stopper:
         async with client.stream("POST", CHAT, json=chat("A", stream=True), headers=headers) as r:
-            await anext(sse_events(r))
+            events = sse_events(r)
+            await anext(events)
             stop = await stopper.post("/v1/sessions/sess-stuck/cancel")
+            rest = [e async for e in events]
+    assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
     assert stop.json()["result"] == "join_timeout"
     assert stop.json()["waited_ms"] >= 200
 
@@ -274,8 +281,9 @@ async def test_requests_without_session_id_run_side_by_side(server: RunningServe
         c1.stream("POST", CHAT, json=LONG) as a,
         c2.stream("POST", CHAT, json=LONG) as b,
     ):
-        await anext(sse_events(a))
-        await anext(sse_events(b))
+        a_events, b_events = sse_events(a), sse_events(b)
+        await anext(a_events)
+        await anext(b_events)
         assert server.manager.statistics().live_streams == 2
 
 
