@@ -8,7 +8,6 @@ calls and their results back to OpenAI's wire format.
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -34,13 +33,11 @@ from jarvis_trio.errors import (
     ServerError,
 )
 from jarvis_trio.metrics import CONTENT_TYPE, Metrics
-from jarvis_trio.schemas import parse_chat_request
+from jarvis_trio.schemas import check_id, parse_chat_request
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
 from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
 
-# Session and request ids: 1-128 characters that need no escaping in a URL path.
-ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,128}")
 EXIT_CALLBACKS = "jarvis.on_exit"
 
 
@@ -170,15 +167,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
 
 def _header_id(name: str) -> str | None:
     value = request.headers.get(name)
-    if value is None:
-        return None
-    if not ID_PATTERN.fullmatch(value):
-        raise InvalidRequest(
-            f"{name} must be 1-128 characters of A-Z a-z 0-9 . _ ~ : @ + = -",
-            param=name,
-            code="invalid_header",
-        )
-    return value
+    return None if value is None else check_id(value, name, code="invalid_header")
 
 
 def _register_hooks(app: QuartTrio) -> None:
@@ -242,11 +231,6 @@ def _opaque(owner: str) -> str:
     return hmac.new(_TRACE_SECRET, owner.encode(), "sha256").hexdigest()[:16]
 
 
-def _check_path_id(value: str, param: str) -> None:
-    if not ID_PATTERN.fullmatch(value):
-        raise InvalidRequest(f"Invalid {param}.", param=param, code="invalid_id")
-
-
 def _on_exit(callback: Callable[[], None]) -> None:
     _exit_callbacks(request.scope).append(callback)
 
@@ -280,7 +264,7 @@ def _register_routes(app: QuartTrio) -> None:
 
     @app.post("/v1/sessions/<session_id>/cancel")
     async def cancel_session(session_id: str) -> Response:
-        _check_path_id(session_id, "session_id")
+        check_id(session_id, "session_id")
         report = await state().manager.stop(g.owner, session_id)
         return jsonify(
             object="session.cancel",
@@ -312,7 +296,7 @@ def _register_routes(app: QuartTrio) -> None:
 
     @app.post("/v1/requests/<stream_id>/cancel")
     async def cancel_request(stream_id: str) -> Response:
-        _check_path_id(stream_id, "stream_id")
+        check_id(stream_id, "stream_id")
         report = await state().manager.cancel_request(g.owner, stream_id)
         return jsonify(
             object="request.cancel",

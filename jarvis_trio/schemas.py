@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -114,6 +115,21 @@ class ChatCompletionRequest(BaseModel):
             stop=tuple(s for s in stop if s),
             trace_session=trace_session,
         )
+
+
+# Session, request and stream ids: 1-128 characters that need no escaping in a URL path.
+ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,128}")
+
+
+def check_id(value: str, param: str, *, code: str = "invalid_id") -> str:
+    """``value`` if it is a valid id, else :class:`InvalidRequest` naming ``param``."""
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidRequest(
+            f"{param} must be 1-128 characters of A-Z a-z 0-9 . _ ~ : @ + = -",
+            param=param,
+            code=code,
+        )
+    return value
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

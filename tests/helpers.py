@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -62,3 +68,71 @@ async def eventually(check: Callable[[], bool], *, within: float = 5.0) -> None:
     with trio.fail_after(within):
         while not check():  # noqa: ASYNC110 - bounded poll of another component's state
             await trio.sleep(0.01)
+
+
+@dataclass
+class ServerProcess:
+    process: trio.Process
+    url: str
+    output: list[str] = field(default_factory=list)  # stderr lines so far
+
+
+@asynccontextmanager
+async def open_server_process(
+    argv: list[str],
+    ready: str,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> AsyncIterator[ServerProcess]:
+    """Start ``argv``; wait (20 s at most) for a stderr line matching ``ready``, whose
+    group 1 is the URL. stderr is collected for the test to read. On exit: SIGTERM,
+    then SIGKILL after 5 s (shielded, so a failing test still cleans up)."""
+    process = await trio.lowlevel.open_process(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+    server = ServerProcess(process, "")
+    found = trio.Event()
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        buffer = ""
+        async for chunk in process.stderr:
+            buffer += chunk.decode(errors="replace")
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                server.output.append(line)
+                match = re.search(ready, line)
+                if match and not found.is_set():
+                    server.url = match.group(1)
+                    found.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            try:
+                with trio.fail_after(20):
+                    await found.wait()
+                yield server
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stop_process(process, grace=5)
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+async def stop_process(process: trio.Process, *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
+    if process.returncode is None:
+        process.terminate()
+    with trio.move_on_after(grace):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()

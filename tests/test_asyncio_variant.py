@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,14 +21,19 @@ import httpx
 import pytest
 import trio
 
-import jarvis_trio.app
-from benchmarks.asyncio_variant import app as variant_app
 from benchmarks.asyncio_variant.registry import StreamEntry, StreamRegistry
 from jarvis_trio.backends.sim import sim_pieces
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from jarvis_trio.schemas import parse_chat_request
 from tests.conftest import log_lines
-from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
+from tests.helpers import (
+    deadline,
+    eventually,
+    open_server_process,
+    read_all_events,
+    sse_events,
+    text_of,
+)
 
 REPO = Path(__file__).parents[1]
 READY = re.compile(r"server_listening url=(http://\S+)")
@@ -72,59 +76,10 @@ class Variant:
 
 @asynccontextmanager
 async def open_variant(*args: str) -> AsyncIterator[Variant]:
-    """``python -m benchmarks.asyncio_variant --port 0 ARGS``, its stderr collected.
-
-    (Not :func:`jarvis_trio.testing.running_process`: these tests read the logs.)
-    """
+    """``python -m benchmarks.asyncio_variant --port 0 ARGS``, its stderr collected."""
     argv = [sys.executable, "-m", "benchmarks.asyncio_variant", "--port", "0", *args]
-    process = await trio.lowlevel.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-    )
-    output: list[str] = []
-    ready = trio.Event()
-    urls: list[str] = []
-
-    async def drain() -> None:
-        assert process.stderr is not None
-        buffer = ""
-        async for chunk in process.stderr:
-            buffer += chunk.decode(errors="replace")
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                output.append(line)
-                match = READY.search(line)
-                if match and not ready.is_set():
-                    urls.append(match.group(1))
-                    ready.set()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain)
-            with trio.fail_after(15):
-                await ready.wait()
-            try:
-                yield Variant(process, urls[0], output)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stop_process(process, grace=5)
-    finally:
-        if process.returncode is None:
-            process.kill()
-
-
-async def stop_process(process: trio.Process, *, grace: float) -> None:
-    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
-    if process.returncode is None:
-        process.terminate()
-    with trio.move_on_after(grace):
-        await process.wait()
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+    async with open_server_process(argv, READY.pattern, cwd=REPO) as server:
+        yield Variant(server.process, server.url, server.output)
 
 
 class RunningSim:
@@ -182,10 +137,6 @@ def is_superseded(events: list[Any]) -> bool:
 
 
 # -- the API: ours ------------------------------------------------------------------------
-
-
-def test_header_ids_follow_our_pattern() -> None:
-    assert variant_app.ID_PATTERN.pattern == jarvis_trio.app.ID_PATTERN.pattern
 
 
 @deadline(20)

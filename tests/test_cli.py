@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,64 +13,20 @@ import pytest
 import trio
 
 from jarvis_trio.cli import main
-from tests.helpers import deadline, read_all_events, sse_events
+from tests.helpers import (
+    ServerProcess,
+    deadline,
+    open_server_process,
+    read_all_events,
+    sse_events,
+)
 
 BIN = Path(sys.executable).parent
 DATA = Path(__file__).parent / "data"
 SEED = Path(__file__).parents[2] / "shared" / "seeds" / "000_2043c89622f673e5.txt"
 
 
-class Server:
-    def __init__(self, process: trio.Process, url: str, output: list[str]) -> None:
-        self.process = process
-        self.url = url
-        self.output = output
-
-
-@asynccontextmanager
-async def run_server(
-    argv: list[str], ready: str, env: dict[str, str] | None = None
-) -> AsyncIterator[Server]:
-    """Start ``argv``; wait for a stderr line matching ``ready`` (its group 1 is the URL)."""
-    process = await trio.lowlevel.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stderr is not None
-    output: list[str] = []
-    found = trio.Event()
-    url: list[str] = []
-
-    async def drain() -> None:
-        assert process.stderr is not None
-        buffer = ""
-        async for chunk in process.stderr:
-            buffer += chunk.decode(errors="replace")
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                output.append(line)
-                match = re.search(ready, line)
-                if match and not found.is_set():
-                    url.append(match.group(1))
-                    found.set()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain)
-            with trio.fail_after(20):
-                await found.wait()
-            yield Server(process, url[0], output)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.move_on_after(5):
-            await process.wait()
-
-
-async def stop(server: Server) -> int:
+async def stop(server: ServerProcess) -> int:
     server.process.send_signal(signal.SIGTERM)
     with trio.fail_after(10):
         return await server.process.wait()
@@ -87,7 +38,10 @@ SERVE_READY = r"server_listening url=(http://\S+)"
 @deadline(40)
 async def test_serve_streams_and_shuts_down_cleanly_on_sigterm() -> None:
     argv = [str(BIN / "jarvis-trio"), "serve", "--port", "0"]
-    async with run_server(argv, SERVE_READY) as server, httpx.AsyncClient(timeout=10) as client:
+    async with (
+        open_server_process(argv, SERVE_READY) as server,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
         body = {"messages": [{"role": "user", "content": "Long essay about AI"}], "stream": True}
         async with client.stream("POST", server.url + "/v1/chat/completions", json=body) as r:
             events = sse_events(r)
@@ -115,7 +69,10 @@ async def test_hypercorn_cli_serves_the_asgi_app_with_settings_from_env() -> Non
     ]
     env = {"JARVIS_SIM_TOKENS_PER_SECOND": "500", "JARVIS_API_KEYS": "envkey"}
     ready = r"Running on (http://127\.0\.0\.1:\d+)"
-    async with run_server(argv, ready, env) as server, httpx.AsyncClient(timeout=10) as client:
+    async with (
+        open_server_process(argv, ready, env=env) as server,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
         url = server.url + "/v1/chat/completions"
         denied = await client.post(url, json={"prompt": "hi"})
         assert denied.status_code == 401  # JARVIS_API_KEYS was read
@@ -157,7 +114,7 @@ async def test_seed_verification_snippet_passes_unchanged_against_make_run_serve
     snippet = (DATA / "seed_000_verify.py.txt").read_text(encoding="utf-8")
     argv = [str(BIN / "jarvis-trio"), "serve", "--host", "127.0.0.1", "--port", "8000"]
     env = {"JARVIS_SIM_TOKENS_PER_SECOND": "400"}
-    async with run_server(argv, SERVE_READY, env) as server:
+    async with open_server_process(argv, SERVE_READY, env=env) as server:
         result = await trio.run_process(
             [sys.executable, "-c", snippet], capture_stdout=True, capture_stderr=True
         )
@@ -188,7 +145,7 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
     """The two real processes: supersede a silently stalled stream; read the order of
     events from the simulator over HTTP."""
     sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0"]
-    async with run_server(sim_argv, SIM_READY) as sim:
+    async with open_server_process(sim_argv, SIM_READY) as sim:
         argv = [
             str(BIN / "jarvis-trio"),
             "serve",
@@ -200,7 +157,7 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
             sim.url,
         ]
         async with (
-            run_server(argv, SERVE_READY) as server,
+            open_server_process(argv, SERVE_READY) as server,
             httpx.AsyncClient(base_url=server.url, timeout=10) as client,
             httpx.AsyncClient(base_url=sim.url, timeout=10) as sim_client,
         ):
@@ -242,14 +199,14 @@ async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
     the process exits 0 within JARVIS_SHUTDOWN_TIMEOUT (the deadline below is a hang
     guard with a margin for process start-up, not a speed claim)."""
     sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0"]
-    async with run_server(sim_argv, SIM_READY) as sim:
+    async with open_server_process(sim_argv, SIM_READY) as sim:
         argv = [str(BIN / "jarvis-trio"), "serve", "--port", "0", "--backend", "ollama"]
         argv += ["--ollama-url", sim.url]
         env = {"JARVIS_SHUTDOWN_TIMEOUT": "5"}
         endings: list[Any] = []
         limits = httpx.Limits(max_connections=150)
         async with (
-            run_server(argv, SERVE_READY, env) as server,
+            open_server_process(argv, SERVE_READY, env=env) as server,
             httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client,
             httpx.AsyncClient(base_url=sim.url, timeout=10) as sim_client,
         ):

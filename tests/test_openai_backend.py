@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import trio
 
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.backends.openai_wire import parse_sse_line
@@ -90,12 +89,6 @@ def test_sse_parsing() -> None:
         parse_sse_line('data: {"error": {"message": "boom"}}')
     with pytest.raises(UpstreamError):
         parse_sse_line("data: {not json")
-
-
-async def test_backend_closes_cleanly() -> None:
-    backend = OpenAICompatBackend("http://127.0.0.1:9/v1")
-    await backend.aclose()
-    await trio.lowlevel.checkpoint()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,13 @@ import pytest
 import trio
 
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest
-from jarvis_trio.backends.sim import LONG_ANSWER_TOKENS, MODEL_ID, SimBackend, sim_pieces
+from jarvis_trio.backends.sim import (
+    LONG_ANSWER_TOKENS,
+    MODEL_ID,
+    SimBackend,
+    StopFilter,
+    sim_pieces,
+)
 from jarvis_trio.errors import NotFound
 from tests.helpers import deadline
 
@@ -105,3 +111,19 @@ async def test_a_stop_sequence_straddling_two_tokens_is_never_half_sent() -> Non
     await SimBackend(tokens_per_second=5000).generate(req("What is 2+2?", stop=(stop,)), sink)
     text = "".join(sink.pieces)
     assert text == full[: full.index(stop)]
+
+
+def test_stop_filter_holds_back_only_what_could_start_a_stop_string() -> None:
+    stops = StopFilter(("ch se",))  # 5 characters: the last 4 are held back
+    sent = [stops.feed(p) for p in ["Closes", " unless", " each", " session"]]
+    assert sent == ["Cl", "oses un", "less ", ""]
+    assert stops.stopped
+    assert stops.flush() == "ea"
+    assert "".join(sent) + "ea" == "Closes unless each session".split("ch se")[0]
+
+
+def test_stop_filter_without_stops_passes_everything_through() -> None:
+    stops = StopFilter(())
+    assert [stops.feed(p) for p in ["a", " b", " c"]] == ["a", " b", " c"]
+    assert stops.flush() == ""
+    assert not stops.stopped

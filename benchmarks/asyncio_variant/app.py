@@ -27,7 +27,6 @@ Where the notes' design makes it differ from ours:
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator
 
@@ -43,12 +42,8 @@ from jarvis_trio import logs
 from jarvis_trio.auth import ANONYMOUS
 from jarvis_trio.errors import ApiError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
 from jarvis_trio.outcomes import Ending
-from jarvis_trio.schemas import parse_chat_request
+from jarvis_trio.schemas import ID_PATTERN, check_id, parse_chat_request
 from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
-
-# The same as jarvis_trio.app.ID_PATTERN (a test keeps them equal); not imported,
-# so this process does not load quart and hypercorn.
-ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,128}")
 
 
 def create_app(
@@ -88,8 +83,7 @@ def create_app(
 
     @app.post("/v1/sessions/{session_id}/cancel")
     async def cancel_session(session_id: str) -> Response:
-        if not ID_PATTERN.fullmatch(session_id):
-            raise InvalidRequest("Invalid session_id.", param="session_id", code="invalid_id")
+        check_id(session_id, "session_id")
         report = await registry.stop(session_id)
         return JSONResponse(
             {
@@ -146,15 +140,7 @@ async def _sse_body(run: StreamRun, fmt: ChunkFormat) -> AsyncIterator[str]:
 
 def _header_id(request: Request, name: str) -> str | None:
     value = request.headers.get(name)
-    if value is None:
-        return None
-    if not ID_PATTERN.fullmatch(value):
-        raise InvalidRequest(
-            f"{name} must be 1-128 characters of A-Z a-z 0-9 . _ ~ : @ + = -",
-            param=name,
-            code="invalid_header",
-        )
-    return value
+    return None if value is None else check_id(value, name, code="invalid_header")
 
 
 def _error_response(error: ApiError) -> Response:

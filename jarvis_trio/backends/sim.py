@@ -86,13 +86,7 @@ class SimBackend:
         return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
 
     async def resolve_model(self, requested: str | None) -> str:
-        if requested in (None, MODEL_ID):
-            return MODEL_ID
-        raise NotFound(
-            f"The model {requested!r} does not exist; this server has {MODEL_ID!r}.",
-            param="model",
-            code="model_not_found",
-        )
+        return resolve_sim_model(requested)
 
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
         sink.opened()
@@ -103,14 +97,10 @@ class SimBackend:
     def _produce(
         self, request: GenerationRequest, sink: Sink, token: CancelToken
     ) -> GenerationResult:
-        """Runs in the worker thread.
-
-        With stop sequences, the last ``len(longest stop) - 1`` characters are held
-        back, so a stop string that straddles two tokens is never half-sent.
-        """
-        hold = max((len(stop) for stop in request.stop), default=1) - 1
-        text, sent, generated = "", 0, 0
+        """Runs in the worker thread: paced, polling the token between tokens."""
+        stops = StopFilter(request.stop)
         finish: FinishReason = "stop"
+        generated = 0
         next_at = time.monotonic()
         for piece in sim_pieces(request):
             if request.max_tokens is not None and generated >= request.max_tokens:
@@ -119,17 +109,13 @@ class SimBackend:
             next_at += self.interval
             token.wait(max(0.0, next_at - time.monotonic()))
             token.raise_if_cancelled()
-            text += piece
             generated += 1
-            stop_at = _first_stop(text, request.stop)
-            if stop_at is not None:
-                text = text[:stop_at]
+            if out := stops.feed(piece):
+                trio.from_thread.run(sink.send, out)
+            if stops.stopped:
                 break
-            if len(text) - hold > sent:
-                trio.from_thread.run(sink.send, text[sent : len(text) - hold])
-                sent = len(text) - hold
-        if len(text) > sent:
-            trio.from_thread.run(sink.send, text[sent:])
+        if tail := stops.flush():
+            trio.from_thread.run(sink.send, tail)
         return GenerationResult(
             finish_reason=finish,
             usage=Usage(prompt_tokens=count_words(request), completion_tokens=generated),
@@ -139,6 +125,46 @@ class SimBackend:
         return None
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
+class StopFilter:
+    """Applies stop sequences to a stream of pieces. Pure; shared by both variants.
+
+    The last ``len(longest stop) - 1`` characters are held back, so a stop string
+    that straddles two pieces is never half-sent.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = stops
+        self._hold = max((len(stop) for stop in stops), default=1) - 1
+        self._text = ""
+        self._sent = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """Add a piece; the text that may be sent now ('' while held back or stopped)."""
+        self._text += piece
+        found = [i for i in (self._text.find(stop) for stop in self._stops) if i >= 0]
+        if found:
+            self._text = self._text[: min(found)]
+            self.stopped = True
+            return ""
+        safe = len(self._text) - self._hold
+        if safe <= self._sent:
+            return ""
+        out, self._sent = self._text[self._sent : safe], safe
+        return out
+
+    def flush(self) -> str:
+        """What was held back (up to a stop string, if one appeared)."""
+        out, self._sent = self._text[self._sent :], len(self._text)
+        return out
+
+
+def resolve_sim_model(requested: str | None) -> str:
+    """The embedded model's only model; any other name is a 404."""
+    if requested in (None, MODEL_ID):
+        return MODEL_ID
+    raise NotFound(
+        f"The model {requested!r} does not exist; this server has {MODEL_ID!r}.",
+        param="model",
+        code="model_not_found",
+    )

@@ -30,6 +30,9 @@ from jarvis_trio.backends.base import (
     ModelInfo,
     Usage,
 )
+
+# Shared reading of a failed response (no trio involved); the socket shutdown is not used.
+from jarvis_trio.backends.upstream import read_error_body
 from jarvis_trio.errors import (
     ApiError,
     InvalidRequest,
@@ -39,9 +42,6 @@ from jarvis_trio.errors import (
     upstream_error_message,
     upstream_status_error,
 )
-
-# Largest error body we read from an upstream to explain a failed request (as ours).
-ERROR_BODY_LIMIT = 64 * 1024
 
 
 class OllamaBackend:
@@ -84,7 +84,7 @@ class OllamaBackend:
         try:
             with self._client.stream("POST", "/api/chat", json=body, headers=headers) as response:
                 if response.status_code != 200:
-                    message = upstream_error_message(_error_body(response))
+                    message = upstream_error_message(read_error_body(response))
                     raise upstream_status_error(
                         response.status_code, message, model=request.model, url=self.url
                     )
@@ -144,12 +144,3 @@ class OllamaBackend:
             f"The model server at {self.url} closed the connection mid-response ({exc}).",
             code="upstream_disconnected",
         )
-
-
-def _error_body(response: httpx.Response) -> str:
-    data = b""
-    for chunk in response.iter_bytes():
-        data += chunk
-        if len(data) >= ERROR_BODY_LIMIT:
-            break
-    return data[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace")

@@ -19,8 +19,13 @@ from jarvis_trio.backends.base import (
     ModelInfo,
     Usage,
 )
-from jarvis_trio.backends.sim import MODEL_ID, count_words, sim_pieces
-from jarvis_trio.errors import NotFound
+from jarvis_trio.backends.sim import (
+    MODEL_ID,
+    StopFilter,
+    count_words,
+    resolve_sim_model,
+    sim_pieces,
+)
 
 
 class SimBackend:
@@ -33,22 +38,14 @@ class SimBackend:
         return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
 
     async def resolve_model(self, requested: str | None) -> str:
-        if requested in (None, MODEL_ID):
-            return MODEL_ID
-        raise NotFound(
-            f"The model {requested!r} does not exist; this server has {MODEL_ID!r}.",
-            param="model",
-            code="model_not_found",
-        )
+        return resolve_sim_model(requested)
 
     def read(
         self, request: GenerationRequest, cancelled: threading.Event, emit: Emit
     ) -> GenerationResult:
-        # As ours: hold back len(longest stop) - 1 characters, so a stop string
-        # that straddles two tokens is never half-sent.
-        hold = max((len(stop) for stop in request.stop), default=1) - 1
-        text, sent, generated = "", 0, 0
+        stops = StopFilter(request.stop)  # ours: stop strings never half-sent
         finish: FinishReason = "stop"
+        generated = 0
         next_at = time.monotonic()
         for piece in sim_pieces(request):
             if request.max_tokens is not None and generated >= request.max_tokens:
@@ -58,17 +55,13 @@ class SimBackend:
             time.sleep(max(0.0, next_at - time.monotonic()))
             if cancelled.is_set():  # the poll between tokens
                 raise ReadCancelled
-            text += piece
             generated += 1
-            stops = [i for i in (text.find(s) for s in request.stop) if i >= 0]
-            if stops:
-                text = text[: min(stops)]
+            if out := stops.feed(piece):
+                emit(out)
+            if stops.stopped:
                 break
-            if len(text) - hold > sent:
-                emit(text[sent : len(text) - hold])
-                sent = len(text) - hold
-        if len(text) > sent:
-            emit(text[sent:])
+        if tail := stops.flush():
+            emit(tail)
         return GenerationResult(
             finish_reason=finish,
             usage=Usage(prompt_tokens=count_words(request), completion_tokens=generated),
