@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install lock clean readme bench
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint typecheck unit install lock clean readme bench browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +20,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
 
-## Lint, type-check and run the whole suite.
-test: $(STAMP) lint typecheck unit
+## Lint, type-check and run the whole suite (the browser tests need Debian's Chromium).
+test: $(STAMP) browser lint typecheck unit
+
+## Debian's Chromium for the browser tests, with apt-get when it is missing (never a
+## downloaded browser: Playwright drives /usr/bin/chromium).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-liberation; }
+	@$(CHROMIUM) --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check jarvis_trio tests benchmarks
@@ -47,4 +58,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

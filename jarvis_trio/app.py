@@ -19,7 +19,7 @@ from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from jarvis_trio import logs
+from jarvis_trio import logs, web
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend
@@ -33,7 +33,8 @@ from jarvis_trio.errors import (
     ServerError,
 )
 from jarvis_trio.metrics import CONTENT_TYPE, Metrics
-from jarvis_trio.schemas import check_id, parse_chat_request
+from jarvis_trio.replay import ReplayLog, parse_last_event_id
+from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
 from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
@@ -135,6 +136,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         join_budget=settings.prev_stream_timeout,
         inactivity_seconds=settings.stream_inactivity_seconds,
         first_token_seconds=settings.first_token_timeout,
+        replay_chars=settings.replay_buffer_chars,
+        replay_retention=settings.replay_retention_seconds,
+        replay_retained=settings.replay_retained_streams,
         observer=metrics,
     )
     metrics.watch(manager.statistics, limiter)
@@ -235,7 +239,19 @@ def _on_exit(callback: Callable[[], None]) -> None:
     _exit_callbacks(request.scope).append(callback)
 
 
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_SSE_TYPE = "text/event-stream; charset=utf-8"
+
+
 def _register_routes(app: QuartTrio) -> None:
+    @app.get("/")
+    async def chat_page() -> Response:
+        return _page_response("index.html")
+
+    @app.get("/static/<name>")
+    async def page_asset(name: str) -> Response:
+        return _page_response(name)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         st = state()
@@ -273,6 +289,24 @@ def _register_routes(app: QuartTrio) -> None:
             stream_id=report.stream_id,
             waited_ms=round(report.waited_ms, 3),
         )
+
+    @app.get("/v1/sessions/<session_id>/stream")
+    async def watch_session(session_id: str) -> Response:
+        check_id(session_id, "session_id")
+        log = state().manager.watch(g.owner, session_id)
+        if log is None:
+            raise NotFound(
+                f"Session {session_id!r} has no stream to watch.",
+                param="session_id",
+                code="no_stream",
+            )
+        after = parse_last_event_id(request.headers.get("Last-Event-ID"), log.stream_id)
+        response = Response(
+            _viewer_body(log, after), content_type=_SSE_TYPE, headers=dict(_SSE_HEADERS)
+        )
+        response.timeout = None
+        response.headers.update({"X-Stream-Id": log.stream_id, "X-Session-Id": session_id})
+        return response
 
     @app.get("/v1/requests")
     async def list_requests() -> Response:
@@ -313,9 +347,19 @@ def _register_routes(app: QuartTrio) -> None:
         )
         model = await st.backend.resolve_model(chat.model)
         session_id = _header_id("X-Session-Id")
+        resume = parse_resume_seconds(
+            request.headers.get("X-Jarvis-Resume-Seconds"), st.settings.max_resume_seconds
+        )
+        if resume and (session_id is None or not chat.stream):
+            raise InvalidRequest(
+                "X-Jarvis-Resume-Seconds needs a streaming request with an X-Session-Id "
+                "(viewers attach by session).",
+                param="X-Jarvis-Resume-Seconds",
+                code="invalid_header",
+            )
         trace = f"{_opaque(g.owner)}/{session_id}" if session_id is not None else None
         job = chat.to_generation(model, trace_session=trace)
-        stream = st.manager.submit(g.owner, session_id, job, g.request_id)
+        stream = st.manager.submit(g.owner, session_id, job, g.request_id, resume_seconds=resume)
         _on_exit(lambda: st.manager.abandon(stream))
         await st.manager.wait_turn(stream)
         await stream.wait_ready()
@@ -334,9 +378,7 @@ def _register_routes(app: QuartTrio) -> None:
             if early is not None and early.error is not None and stream.tokens == 0:
                 raise early.error  # failed before any output: a plain HTTP error
             response = Response(
-                _sse_body(stream, fmt),
-                content_type="text/event-stream; charset=utf-8",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                _sse_body(stream, fmt), content_type=_SSE_TYPE, headers=dict(_SSE_HEADERS)
             )
             response.timeout = None
         response.headers.update(headers)
@@ -345,6 +387,55 @@ def _register_routes(app: QuartTrio) -> None:
 
 async def _sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:
     yield fmt.role()
+    # Pieces leave the channel in the order they entered the replay log, so the
+    # n-th piece here is the log's n-th: a viewer resumes after ``<id>:<n>``.
+    seq = 0
     async for batch in stream.batches():
-        yield "".join(fmt.content(text) for text in batch)
+        parts = []
+        for text in batch:
+            seq += 1
+            parts.append(fmt.content(text, seq))
+        yield "".join(parts)
     yield stream_ending(fmt, stream.final_ending())
+
+
+async def _viewer_body(log: ReplayLog, after: int) -> AsyncIterator[str]:
+    """A viewer's copy of a stream: what was sent after ``after``, then the rest live.
+
+    Reads the log only: it never touches the stream, its session or its rules.
+    """
+    fmt = ChunkFormat(log.stream_id, log.model, log.created)
+    log.viewer_joined()
+    logs.event("viewer_attached", trace=log.stream_id, after=after)
+    try:
+        cursor = after
+        if after == 0:
+            replay = log.after(0)
+            yield fmt.role(jarvis={"viewer": True, "replay_truncated": replay.truncated})
+        while True:
+            changed = log.changed()
+            replay = log.after(cursor)
+            if replay.pieces:
+                cursor = replay.last
+                yield "".join(
+                    fmt.content(text, replay.first + i) for i, text in enumerate(replay.pieces)
+                )
+            elif log.ending is not None:
+                break
+            else:
+                await changed.wait()
+        yield stream_ending(fmt, log.ending)
+    finally:
+        log.viewer_left()
+
+
+def _page_response(name: str) -> Response:
+    asset = web.asset(name)
+    if asset is None:
+        raise NotFound(f"No route for GET {request.path}.", code="not_found")
+    body, content_type = asset
+    response = Response(body, content_type=content_type)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["Content-Security-Policy"] = web.CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -76,6 +76,36 @@ class Settings(BaseSettings):
     sim_tokens_per_second: float = Field(
         20.0, gt=0, le=100_000, description="Pace of the embedded model, per stream."
     )
+    sim_mark_tokens: bool = Field(
+        False,
+        description="Tag every word of the embedded model with its answer's mark "
+        "(`word~3fa0`), so no two answers share a token (for UI tests and demos).",
+    )
+    replay_buffer_chars: int = Field(
+        65536,
+        ge=1,
+        description="Characters of each stream's output kept for viewers (a refreshed page "
+        "re-attaching); past that the oldest pieces are dropped.",
+    )
+    replay_retention_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long the output of a session's last finished stream stays "
+        "available to viewers.",
+    )
+    replay_retained_streams: int = Field(
+        256,
+        ge=0,
+        description="At most this many finished streams' output is kept for viewers "
+        "(the oldest goes first).",
+    )
+    max_resume_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Largest `X-Jarvis-Resume-Seconds` a client may ask for: how long a "
+        "stream whose client left may wait for a viewer before it is cancelled.",
+    )
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Comma-separated API keys. Empty: auth is off, allowed on loopback only.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -130,6 +131,23 @@ def check_id(value: str, param: str, *, code: str = "invalid_id") -> str:
             code=code,
         )
     return value
+
+
+def parse_resume_seconds(value: str | None, limit: float) -> float:
+    """``X-Jarvis-Resume-Seconds``: 0 when absent, else a number from 0 to ``limit``."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value.strip()) if len(value) <= 32 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= limit:  # also false for nan
+        raise InvalidRequest(
+            f"X-Jarvis-Resume-Seconds must be a number of seconds from 0 to {limit:g}.",
+            param="X-Jarvis-Resume-Seconds",
+            code="invalid_header",
+        )
+    return seconds
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -19,11 +19,18 @@ request that was waiting for it.
 Admission (:meth:`SessionManager.submit`) is synchronous, so the order in
 which requests reach the rules is the order in which they arrived: latest
 wins without locks.
+
+Viewers (:meth:`SessionManager.watch`) read the replay log of a session's
+newest stream and are invisible to the rules. A stream whose client asked to
+be resumable and then left is *detached*, not cancelled: it goes on for
+viewers, and is cancelled like any disconnect once it has had no viewer for
+its grace period (:meth:`SessionManager._expire_detached`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -34,6 +41,7 @@ from jarvis_trio import logs
 from jarvis_trio.backends.base import Backend, GenerationRequest
 from jarvis_trio.errors import ApiError, ServerError, ServiceUnavailable, UpstreamTimeout
 from jarvis_trio.outcomes import Ending, Outcome
+from jarvis_trio.replay import ReplayLog, RetainedLogs
 from jarvis_trio.rules import (
     Action,
     Cancel,
@@ -59,6 +67,8 @@ class Session:
     # Streams started before the session's nursery was open.
     deferred: list[Stream] = field(default_factory=list)
     closed: trio.Event = field(default_factory=trio.Event)
+    # The session's latest request, whose log viewers read (None without a session id).
+    newest: Stream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,9 @@ class SessionManager:
         join_budget: float = 2.0,
         inactivity_seconds: float = 120.0,
         first_token_seconds: float = 300.0,
+        replay_chars: int = 65536,
+        replay_retention: float = 300.0,
+        replay_retained: int = 256,
         observer: Observer | None = None,
     ) -> None:
         self.backend = backend
@@ -149,6 +162,9 @@ class SessionManager:
         self.join_budget = join_budget
         self.inactivity_seconds = inactivity_seconds
         self.first_token_seconds = first_token_seconds
+        self.replay_chars = replay_chars
+        # The logs of sessions that went idle, so a late viewer still sees the end.
+        self._retained = RetainedLogs(retention=replay_retention, capacity=replay_retained)
         self._sessions: dict[SessionKey, Session] = {}
         # Every stream the rules know of (waiting, live, dying, zombie), by id.
         self._by_id: dict[str, Session] = {}
@@ -202,9 +218,19 @@ class SessionManager:
     # -- requests
 
     def submit(
-        self, owner: str, session_id: str | None, job: GenerationRequest, request_id: str
+        self,
+        owner: str,
+        session_id: str | None,
+        job: GenerationRequest,
+        request_id: str,
+        *,
+        resume_seconds: float = 0.0,
     ) -> Stream:
-        """Admit a request: it starts now, or waits for its session's previous stream."""
+        """Admit a request: it starts now, or waits for its session's previous stream.
+
+        ``resume_seconds``: if the client leaves mid-answer, the stream goes on that
+        long waiting for a viewer (a refreshed page) instead of being cancelled.
+        """
         if self._closing or self._nursery is None:
             raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
         stream = Stream(
@@ -213,6 +239,8 @@ class SessionManager:
             request_id=request_id,
             inactivity_seconds=self.inactivity_seconds,
             first_token_seconds=self.first_token_seconds,
+            replay_chars=self.replay_chars,
+            resume_seconds=resume_seconds,
         )
         # A request without a session gets a key no client can name (NUL is not
         # allowed in X-Session-Id).
@@ -220,6 +248,8 @@ class SessionManager:
         stream.session_key = key
         session = self._sessions.get(key) or self._open_session(key, session_id)
         session.streams[stream.id] = stream
+        if session_id is not None:
+            session.newest = stream
         self._by_id[stream.id] = session
         actions, stream.wait = session.rules.submit(stream.id, trio.current_time())
         self._apply(session, actions)
@@ -238,12 +268,57 @@ class SessionManager:
         assert stream.decided.is_set()
 
     def abandon(self, stream: Stream) -> None:
-        """The HTTP exchange that owns ``stream`` is over: cancel it if it still runs."""
+        """The HTTP exchange that owns ``stream`` is over: cancel it if it still runs
+        (or, for a resumable stream that has started, detach it for viewers)."""
         session = self._sessions.get(stream.session_key)
         if session is not None and stream.id in session.streams and not stream.producer_done:
+            resumable = stream.resume_seconds > 0 and stream.started_at is not None
+            if resumable and stream.cancel_reason is None and not stream.detached:
+                self._detach(session, stream)
+                return
             now = trio.current_time()
             self._apply(session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now))
         stream.close_reader()  # releases a finished stream whose reader had not ended
+
+    def watch(self, owner: str, session_id: str) -> ReplayLog | None:
+        """The log of the session's newest stream (live, or recently finished), if any."""
+        session = self._sessions.get((owner, session_id))
+        if session is not None and session.newest is not None:
+            return session.newest.log
+        return self._retained.get((owner, session_id), trio.current_time())
+
+    def _detach(self, session: Session, stream: Stream) -> None:
+        stream.detach()
+        logs.event(
+            "stream_detached",
+            trace=stream.id,
+            session=session.label,
+            resume_seconds=stream.resume_seconds,
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._expire_detached, session, stream)
+
+    async def _expire_detached(self, session: Session, stream: Stream) -> None:
+        """Cancel a detached stream (as a disconnect) once it has gone ``resume_seconds``
+        without a viewer. Ends when the stream does."""
+        log = stream.log
+        alone_since: float | None = trio.current_time()
+        while log.ending is None:
+            changed = log.changed()
+            if log.viewers:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = trio.current_time()
+            deadline = math.inf if alone_since is None else alone_since + stream.resume_seconds
+            if trio.current_time() >= deadline:
+                logs.event("stream_unwatched", trace=stream.id, session=session.label)
+                now = trio.current_time()
+                self._apply(
+                    session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now)
+                )
+                return
+            with trio.move_on_at(deadline):
+                await changed.wait()
 
     async def stop(self, owner: str, session_id: str) -> StopReport:
         """The Stop button: cancel the session's stream and join it within the budget."""
@@ -387,6 +462,7 @@ class SessionManager:
 
     def _open_session(self, key: SessionKey, label: str | None) -> Session:
         assert self._nursery is not None
+        self._retained.drop(key)
         session = Session(key=key, label=label, rules=SessionRules(self.join_budget))
         self._sessions[key] = session
         self._nursery.start_soon(self._session_main, session)
@@ -507,4 +583,6 @@ class SessionManager:
         if session.rules.idle:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
+                if session.newest is not None:
+                    self._retained.keep(session.key, session.newest.log, trio.current_time())
             session.closed.set()

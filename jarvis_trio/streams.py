@@ -13,6 +13,12 @@ A stream is *released* (its session may start another) only when both sides
 are done: the backend's task has ended, and the reader has taken everything
 or was cancelled. A finished answer that its client is still reading keeps
 the session busy, so its buffered output never overlaps the next stream's.
+
+Everything the backend sends is also appended to the stream's
+:class:`~jarvis_trio.replay.ReplayLog`, for viewers. A client that asked to be
+resumable and leaves mid-answer *detaches* instead of cancelling: the channel
+is closed, the backend goes on writing to the log alone, and the session
+manager cancels the stream if no viewer attaches within its grace period.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import trio
 
 from jarvis_trio.backends.base import GenerationRequest
 from jarvis_trio.outcomes import Ending
+from jarvis_trio.replay import ReplayLog
 from jarvis_trio.rules import CancelReason, Wait
 
 # Chunks the backend may run ahead of the reader before ``send`` blocks.
@@ -46,6 +53,8 @@ class Stream:
         request_id: str,
         inactivity_seconds: float,
         first_token_seconds: float,
+        replay_chars: int = 65536,
+        resume_seconds: float = 0.0,
     ) -> None:
         self.id = new_stream_id()
         self.job = job
@@ -79,6 +88,11 @@ class Stream:
         self.on_reader_done: Callable[[Stream], None] | None = None
         self.on_first_token: Callable[[float], None] | None = None
         self.cancelled_at: float | None = None
+        self.log = ReplayLog(self.id, job.model, self.created, limit_chars=replay_chars)
+        # How long a stream whose client left waits for a viewer (0: cancel at once).
+        self.resume_seconds = resume_seconds
+        # The client left and the stream goes on for viewers only (see ``detach``).
+        self.detached = False
 
     # -- Sink (backend side)
 
@@ -87,6 +101,24 @@ class Stream:
 
     async def send(self, text: str) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            if self.detached:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                await self._send_to_reader(text)
+        except trio.BrokenResourceError:
+            if not self.detached:
+                raise
+            # The reader detached while we waited for room: the log still gets it.
+            self.blocked_on_reader = False
+        self.log.append(text)
+        self.tokens += 1
+        now = trio.current_time()
+        self.scope.deadline = now + self.inactivity_seconds
+        if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
+            self.on_first_token(now - self.started_at)
+
+    async def _send_to_reader(self, text: str) -> None:
         try:
             self._send.send_nowait(text)
         except trio.WouldBlock:
@@ -98,11 +130,6 @@ class Stream:
             self.blocked_on_reader = False
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        self.tokens += 1
-        now = trio.current_time()
-        self.scope.deadline = now + self.inactivity_seconds
-        if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
-            self.on_first_token(now - self.started_at)
 
     # -- session side
 
@@ -133,6 +160,7 @@ class Stream:
         # close must never see a stale (missing) ending.
         if self.ending is None:
             self.ending = ending
+        self.log.end(self.ending)
         self.producer_done = True
         self._send.close()
         self._ready.set()
@@ -182,6 +210,12 @@ class Stream:
             return Ending.cancelled(self.cancel_reason)
         assert self.ending is not None, "batches() ended before the stream did"
         return self.ending
+
+    def detach(self) -> None:
+        """The client left, but may come back as a viewer: stop feeding the channel
+        (what it held is in the log already) and let the backend go on."""
+        self.detached = True
+        self.close_reader()
 
     def close_reader(self) -> None:
         self._receive.close()

@@ -19,6 +19,14 @@ def sse(payload: dict[str, Any]) -> str:
     return "data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n\n"
 
 
+def event_id(stream_id: str, seq: int) -> str:
+    """The SSE id of a stream's event ``seq`` (0: the role chunk; n: the n-th piece).
+
+    A client resumes with ``Last-Event-ID`` (see :func:`jarvis_trio.replay.parse_last_event_id`).
+    """
+    return f"{stream_id}:{seq}"
+
+
 def usage_dict(usage: Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.prompt_tokens,
@@ -53,11 +61,14 @@ class ChunkFormat:
     def _choice(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-    def role(self) -> str:
-        return sse(self._chunk([self._choice({"role": "assistant", "content": ""}, None)]))
+    def role(self, **extra: Any) -> str:
+        chunk = self._chunk([self._choice({"role": "assistant", "content": ""}, None)], **extra)
+        return f"id: {event_id(self.stream_id, 0)}\n" + sse(chunk)
 
-    def content(self, text: str) -> str:
-        return sse(self._chunk([self._choice({"content": text}, None)]))
+    def content(self, text: str, seq: int | None = None) -> str:
+        """A content chunk; with ``seq``, preceded by its SSE ``id:`` line."""
+        data = sse(self._chunk([self._choice({"content": text}, None)]))
+        return data if seq is None else f"id: {event_id(self.stream_id, seq)}\n{data}"
 
     def finish(self, finish_reason: str, outcome: str | None = None) -> str:
         """The last choice chunk. ``outcome`` names an early end (``superseded``, ...)."""

@@ -25,12 +25,14 @@ async def open_manager(
     budget: float = 2.0,
     inactivity: float = 120.0,
     first_token: float = 300.0,
+    retained: int = 256,
 ) -> AsyncIterator[SessionManager]:
     manager = SessionManager(
         backend,
         join_budget=budget,
         inactivity_seconds=inactivity,
         first_token_seconds=first_token,
+        replay_retained=retained,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
@@ -308,7 +310,9 @@ async def test_millions_of_one_off_sessions_do_not_grow_memory(
         await stream.finished.wait()
         manager.abandon(stream)
 
-    async with open_manager(backend) as manager:
+    # Finished streams' output kept for viewers is bounded on its own (the test below);
+    # without it, a session that is over must leave nothing at all.
+    async with open_manager(backend, retained=0) as manager:
         for i in range(500):  # warm up caches and free lists
             await one_off(manager, i)
         gc.collect()
@@ -325,6 +329,28 @@ async def test_millions_of_one_off_sessions_do_not_grow_memory(
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     print(f"memory kept after 10,000 one-off sessions: {grown} bytes")
     assert grown < 200_000, f"{grown} bytes kept after 10,000 one-off sessions"
+
+
+async def test_output_kept_for_viewers_is_bounded_by_count_and_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(interval=0.0, tokens=3)
+    async with open_manager(backend, retained=50) as manager:
+        for i in range(200):
+            stream = manager.submit("owner", f"s-{i}", job("x"), f"req-{i}")
+            await manager.wait_turn(stream)
+            await stream.collect()
+            await stream.finished.wait()
+            manager.abandon(stream)
+        assert manager.statistics().sessions == 0
+        assert len(manager._retained) == 50
+        assert manager.watch("owner", "s-149") is None  # the oldest went first
+        newest = manager.watch("owner", "s-199")
+        assert newest is not None and newest.count == 3 and newest.ending is not None
+        assert manager.watch("someone-else", "s-199") is None
+        await trio.sleep(300)  # the default retention
+        assert manager.watch("owner", "s-199") is None
+        assert len(manager._retained) == 0
 
 
 async def test_a_finished_answer_still_being_read_is_cut_off_before_the_next_starts(

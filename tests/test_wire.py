@@ -9,7 +9,7 @@ from jarvis_trio.backends.base import Usage
 from jarvis_trio.errors import UpstreamTimeout
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
-from jarvis_trio.wire import DONE, ChunkFormat, completion, sse, stream_ending
+from jarvis_trio.wire import DONE, ChunkFormat, completion, event_id, sse, stream_ending
 
 FMT = ChunkFormat("chatcmpl-1", "m", 1700000000)
 
@@ -18,6 +18,8 @@ def events(text: str) -> list[Any]:
     out: list[Any] = []
     for block in text.split("\n\n"):
         if block:
+            if block.startswith("id: "):  # an SSE event id precedes its data line
+                block = block.split("\n", 1)[1]
             assert block.startswith("data: ")
             data = block.removeprefix("data: ")
             out.append(data if data == "[DONE]" else json.loads(data))
@@ -90,3 +92,10 @@ def test_completion_body() -> None:
     assert body["choices"][0]["message"]["content"] == "hello"
     assert body["usage"]["total_tokens"] == 3
     assert DONE == "data: [DONE]\n\n"
+
+
+def test_role_and_numbered_content_chunks_carry_sse_event_ids() -> None:
+    assert FMT.role().startswith("id: chatcmpl-1:0\ndata: ")
+    assert FMT.content("hi", 7).startswith("id: chatcmpl-1:7\ndata: ")
+    assert FMT.content("hi").startswith("data: ")  # unnumbered: no id line
+    assert event_id("chatcmpl-1", 7) == "chatcmpl-1:7"

@@ -23,7 +23,11 @@ def choose_backend(settings: Settings, limiter: trio.CapacityLimiter) -> Backend
     else:
         chosen = settings.backend
     if chosen == "sim":
-        backend = SimBackend(tokens_per_second=settings.sim_tokens_per_second, limiter=limiter)
+        backend = SimBackend(
+            tokens_per_second=settings.sim_tokens_per_second,
+            limiter=limiter,
+            mark_tokens=settings.sim_mark_tokens,
+        )
     elif chosen == "ollama":
         backend = OllamaBackend(
             settings.ollama_url,

@@ -51,9 +51,14 @@ def answer_length(request: GenerationRequest) -> int:
     return 24 + 4 * min(len(prompt.split()), 40)
 
 
-def sim_pieces(request: GenerationRequest) -> Iterator[str]:
-    """The answer's tokens, one word each, as an endless-free finite iterator."""
+def sim_pieces(request: GenerationRequest, *, marked: bool = False) -> Iterator[str]:
+    """The answer's tokens, one word each, as an endless-free finite iterator.
+
+    ``marked``: each word carries ``~`` and four hex digits of the answer's hash,
+    so answers to different prompts (or seeds) share no token.
+    """
     digest = hashlib.sha256(f"{request.seed}|{request.prompt}".encode()).digest()
+    mark = "~" + digest[:2].hex() if marked else ""
     rng = random.Random(digest)
     sentence_left = 0
     for i in range(answer_length(request)):
@@ -62,6 +67,7 @@ def sim_pieces(request: GenerationRequest) -> Iterator[str]:
             sentence_left = rng.randint(6, 14)
             word = word.capitalize()
         sentence_left -= 1
+        word += mark
         if sentence_left == 0:
             word += "."
         yield word if i == 0 else " " + word
@@ -77,10 +83,15 @@ class SimBackend:
     name = "sim"
 
     def __init__(
-        self, *, tokens_per_second: float, limiter: trio.CapacityLimiter | None = None
+        self,
+        *,
+        tokens_per_second: float,
+        limiter: trio.CapacityLimiter | None = None,
+        mark_tokens: bool = False,
     ) -> None:
         self.interval = 1.0 / tokens_per_second
         self.limiter = limiter
+        self.mark_tokens = mark_tokens
 
     async def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
@@ -102,7 +113,7 @@ class SimBackend:
         finish: FinishReason = "stop"
         generated = 0
         next_at = time.monotonic()
-        for piece in sim_pieces(request):
+        for piece in sim_pieces(request, marked=self.mark_tokens):
             if request.max_tokens is not None and generated >= request.max_tokens:
                 finish = "length"
                 break
