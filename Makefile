@@ -22,8 +22,8 @@ run: $(STAMP)
 test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check jarvis_trio tests benchmarks
-	$(BIN)/ruff format --check jarvis_trio tests benchmarks
+	$(BIN)/ruff check jarvis_trio tests benchmarks docs
+	$(BIN)/ruff format --check jarvis_trio tests benchmarks docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
