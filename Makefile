@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install lock clean readme bench
+.PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +19,25 @@ run: $(STAMP)
 	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
 
 ## Lint, type-check and run the whole suite.
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck docs unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check jarvis_trio tests benchmarks docs
-	$(BIN)/ruff format --check jarvis_trio tests benchmarks docs
+	$(BIN)/ruff check jarvis_trio tests benchmarks docs/examples docs/hooks.py
+	$(BIN)/ruff format --check jarvis_trio tests benchmarks docs/examples docs/hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## Build the docs site into site/ (warnings are errors); the examples run in `make unit`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## Serve the docs site with live reload on http://127.0.0.1:8001.
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
 bench: $(STAMP)
