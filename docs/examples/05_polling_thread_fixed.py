@@ -28,7 +28,7 @@ async def main() -> None:
     took = trio.current_time() - start
     print(f"cancelled: {scope.cancelled_caught}")
     print(f"the thread stopped early: {read < TOKENS}")
-    print(f"the cancel took effect within about one token (< 0.35 s): {took < 0.35}")
+    print(f"the cancel took effect long before the whole answer (1 s): {took < 0.6}")
 
 
 trio.run(main)

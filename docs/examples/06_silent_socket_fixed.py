@@ -95,7 +95,7 @@ async def main() -> None:
         await run_in_worker(read_model)
     took = trio.current_time() - start
     print(f"cancelled: {scope.cancelled_caught}")
-    print(f"the thread returned within 0.1 s of the cancel: {took < 0.3}")
+    print(f"the thread returned at once, not after the model's silence: {took < 0.5}")
     eof = await trio.to_thread.run_sync(upstream.saw_eof.wait, 1)
     print(f"upstream saw EOF: {eof}")
 
