@@ -80,7 +80,7 @@ def metrics_table() -> str:
         labels = []
         for label in label_names.get(family.name, ()):
             values = sorted({s.labels[label] for s in family.samples if label in s.labels})
-            listed = ", ".join(f"`{v}`" for v in values) if values else "any"
+            listed = ", ".join(f"`{v}`" for v in values) if values else "one per value seen"
             labels.append(f"`{label}`: {listed}")
         if family.type == "histogram":
             buckets = [s.labels["le"] for s in family.samples if s.name.endswith("_bucket")]
