@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict docs/hooks.py $(wildcard docs/examples/*.py)
 
 unit: $(STAMP)
 	$(BIN)/pytest

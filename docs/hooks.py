@@ -132,7 +132,7 @@ def check_routes(path: str, markdown: str) -> None:
         if rule.endpoint == "static":
             continue
         shown = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if f"`{method} {shown}`" not in markdown:
                 missing.append(f"{method} {shown}")
     if missing:
