@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit install lock clean readme bench browser
+.PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
 
-## Lint, type-check and run the whole suite (the browser tests need Debian's Chromium).
-test: $(STAMP) browser lint typecheck unit
+## Lint, type-check, build the docs and run the whole suite (the browser tests need
+## Debian's Chromium).
+test: $(STAMP) browser lint typecheck docs unit
 
 ## Debian's Chromium for the browser tests, with apt-get when it is missing (never a
 ## downloaded browser: Playwright drives /usr/bin/chromium).
@@ -33,14 +34,23 @@ browser:
 	@$(CHROMIUM) --version
 
 lint: $(STAMP)
-	$(BIN)/ruff check jarvis_trio tests benchmarks
-	$(BIN)/ruff format --check jarvis_trio tests benchmarks
+	$(BIN)/ruff check jarvis_trio tests benchmarks docs/examples docs/hooks.py
+	$(BIN)/ruff format --check jarvis_trio tests benchmarks docs/examples docs/hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict docs/hooks.py $(wildcard docs/examples/*.py)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## Build the docs site into site/ (warnings are errors); the examples run in `make unit`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## Serve the docs site with live reload on http://127.0.0.1:8001.
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
 bench: $(STAMP)
@@ -58,4 +68,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts site
