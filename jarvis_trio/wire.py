@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from jarvis_trio.backends.base import Usage
@@ -35,7 +36,11 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True, slots=True)
+# Stands for the content in a chunk's template; JSON escapes it, so no text can forge it.
+_MARKER = "\x00content\x00"
+
+
+@dataclass(frozen=True)
 class ChunkFormat:
     """Builds the chunks of one stream; every chunk carries the same ``id``."""
 
@@ -65,10 +70,21 @@ class ChunkFormat:
         chunk = self._chunk([self._choice({"role": "assistant", "content": ""}, None)], **extra)
         return f"id: {event_id(self.stream_id, 0)}\n" + sse(chunk)
 
+    @cached_property
+    def _content_around(self) -> tuple[str, str]:
+        """A content chunk's text before and after its JSON-encoded ``content``.
+
+        Built once per stream: the hot path then encodes only the piece itself.
+        """
+        data = sse(self._chunk([self._choice({"content": _MARKER}, None)]))
+        before, after = data.split(json.dumps(_MARKER))
+        return before, after
+
     def content(self, text: str, seq: int | None = None) -> str:
         """A content chunk; with ``seq``, preceded by its SSE ``id:`` line."""
-        data = sse(self._chunk([self._choice({"content": text}, None)]))
-        return data if seq is None else f"id: {event_id(self.stream_id, seq)}\n{data}"
+        before, after = self._content_around
+        data = before + json.dumps(text, ensure_ascii=False) + after
+        return data if seq is None else f"id: {self.stream_id}:{seq}\n{data}"
 
     def finish(self, finish_reason: str, outcome: str | None = None) -> str:
         """The last choice chunk. ``outcome`` names an early end (``superseded``, ...)."""

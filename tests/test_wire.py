@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from jarvis_trio.backends.base import Usage
 from jarvis_trio.errors import UpstreamTimeout
 from jarvis_trio.outcomes import Ending, Outcome
@@ -99,3 +102,11 @@ def test_role_and_numbered_content_chunks_carry_sse_event_ids() -> None:
     assert FMT.content("hi", 7).startswith("id: chatcmpl-1:7\ndata: ")
     assert FMT.content("hi").startswith("data: ")  # unnumbered: no id line
     assert event_id("chatcmpl-1", 7) == "chatcmpl-1:7"
+
+
+@given(st.text())
+def test_the_content_template_encodes_any_text_like_the_full_chunk(text: str) -> None:
+    fast = FMT.content(text)
+    slow = sse(FMT._chunk([FMT._choice({"content": text}, None)]))
+    assert fast == slow
+    assert FMT.content(text, 3) == f"id: chatcmpl-1:3\n{slow}"

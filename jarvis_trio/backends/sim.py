@@ -28,7 +28,8 @@ from jarvis_trio.backends.base import (
     Usage,
 )
 from jarvis_trio.errors import NotFound
-from jarvis_trio.threads import CancelToken, run_in_worker
+from jarvis_trio.relay import PieceRelay, relay_from_worker
+from jarvis_trio.threads import CancelToken
 
 MODEL_ID = "jarvis-sim"
 LONG_ANSWER_TOKENS = 600
@@ -101,12 +102,12 @@ class SimBackend:
 
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
         sink.opened()
-        return await run_in_worker(
-            lambda token: self._produce(request, sink, token), limiter=self.limiter
+        return await relay_from_worker(
+            lambda token, relay: self._produce(request, token, relay), sink, limiter=self.limiter
         )
 
     def _produce(
-        self, request: GenerationRequest, sink: Sink, token: CancelToken
+        self, request: GenerationRequest, token: CancelToken, relay: PieceRelay
     ) -> GenerationResult:
         """Runs in the worker thread: paced, polling the token between tokens."""
         stops = StopFilter(request.stop)
@@ -122,11 +123,11 @@ class SimBackend:
             token.raise_if_cancelled()
             generated += 1
             if out := stops.feed(piece):
-                trio.from_thread.run(sink.send, out)
+                relay.put(out)
             if stops.stopped:
                 break
         if tail := stops.flush():
-            trio.from_thread.run(sink.send, tail)
+            relay.put(tail)
         return GenerationResult(
             finish_reason=finish,
             usage=Usage(prompt_tokens=count_words(request), completion_tokens=generated),

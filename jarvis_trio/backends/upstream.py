@@ -61,6 +61,7 @@ from jarvis_trio.errors import (
     upstream_error_message,
     upstream_status_error,
 )
+from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken, run_in_worker
 
 # Largest error body we read from an upstream to explain a failed request.
@@ -261,7 +262,9 @@ class UpstreamBackend(ABC):
         return models[0].id
 
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
-        return await run_in_worker(partial(self._chat, request, sink), limiter=self.limiter)
+        return await relay_from_worker(
+            partial(self._chat, request, sink), sink, limiter=self.limiter
+        )
 
     async def aclose(self) -> None:
         self._http.close()
@@ -281,7 +284,9 @@ class UpstreamBackend(ABC):
                 raise UpstreamError("The model server sent a malformed model list.") from None
         return self.parse_models(body)
 
-    def _chat(self, request: GenerationRequest, sink: Sink, token: CancelToken) -> GenerationResult:
+    def _chat(
+        self, request: GenerationRequest, sink: Sink, token: CancelToken, relay: PieceRelay
+    ) -> GenerationResult:
         body = self.chat_body(request)
         headers = {"X-Jarvis-Session": request.trace_session} if request.trace_session else None
         with self._http.request(
@@ -302,7 +307,7 @@ class UpstreamBackend(ABC):
                 if piece is None:
                     continue
                 if piece.content:
-                    trio.from_thread.run(sink.send, piece.content)
+                    relay.put(piece.content)
                     sent += 1
                 finish = piece.finish_reason or finish
                 usage = piece.usage or usage
