@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install lock clean readme bench
+.PHONY: run test lint typecheck unit install lock clean readme bench bench-full
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
+## Quick benchmarks of both variants (under 3 min): prints the table, plots in build/benchmarks/.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.handoff --rounds 200 --markdown docs/benchmarks-handoff.md
+	$(BIN)/python -m benchmarks.run --profile quick --plots build/benchmarks
+
+## Full benchmarks (about 10 min): writes docs/benchmarks.md and docs/img/benchmarks/*.png.
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks.run --profile full --markdown docs/benchmarks.md \
+		--plots docs/img/benchmarks
 
 ## Regenerate README's configuration table from jarvis_trio/config.py.
 readme: $(STAMP)
