@@ -25,6 +25,7 @@ class StreamCount:
     """What one stream has received so far (``time.monotonic()`` stamps)."""
 
     sent: float = 0.0
+    responded: bool = False  # its response headers came
     first_token: float | None = None
     tokens: int = 0
     done: bool = False  # read to its end
@@ -78,9 +79,11 @@ def chat_body(model: str, content: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], "stream": True}
 
 
-def open_client(base_url: str, *, timeout: float) -> httpx.AsyncClient:
-    """No connection limits: every stream gets its own connection at once."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+def open_client(
+    base_url: str, *, timeout: float, max_connections: int | None = None
+) -> httpx.AsyncClient:
+    """By default no connection limit: every stream gets its own connection at once."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
     return httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
 
 
@@ -98,6 +101,7 @@ async def read_stream(
     counter = TokenCounter()
     try:
         async with client.stream("POST", CHAT, json=body, headers=headers) as response:
+            count.responded = True
             if response.status_code != 200:
                 count.error = f"HTTP {response.status_code}"
                 return

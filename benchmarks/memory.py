@@ -2,7 +2,10 @@
 
 ``streams`` clients each open a stream on a slow upstream (one token every
 ``token_interval`` seconds, so the machine is not saturated and what is
-measured is the cost of holding the streams). The gateway's RSS is sampled
+measured is the cost of holding the streams), ``start_interval`` apart:
+setting a stream up costs jarvis-trio milliseconds of CPU, and streams opened
+faster than it takes them overflow hypercorn's listen backlog (100), where
+some connections fail (counted as ``errors``). The gateway's RSS is sampled
 every 100 ms until every stream has its first token (or for 3 s none got one,
 or ``ramp`` seconds), then for ``hold`` seconds more. ``served`` counts the streams that had a first
 token: the baseline serves only as many as its executor has threads, the rest
@@ -38,12 +41,13 @@ def measure_memory(
     stack: Stack,
     streams: int,
     *,
-    token_interval: float = 0.5,
-    ramp: float = 30.0,
+    token_interval: float = 2.0,
+    start_interval: float = 0.015,
+    ramp: float = 60.0,
     hold: float = 2.0,
     on_sample: Callable[[int], None] | None = None,
 ) -> MemoryResult:
-    model = f"llama3.2:1b+slow={token_interval:g}+tokens=100"
+    model = f"llama3.2:1b+slow={token_interval:g}+tokens=1000"
     counts = [StreamCount() for _ in range(streams)]
     bodies = [chat_body(model, f"memory {i}") for i in range(streams)]
     idle = stack.server.memory_info().rss
@@ -62,7 +66,16 @@ def measure_memory(
                 sample()
                 await trio.sleep(0.1)
 
-    trio.run(lambda: run_streams(stack.url, bodies, counts, hold=held, http_timeout=ramp + 30))
+    trio.run(
+        lambda: run_streams(
+            stack.url,
+            bodies,
+            counts,
+            hold=held,
+            http_timeout=ramp + 30,
+            start_interval=start_interval,
+        )
+    )
     return MemoryResult(
         streams=streams,
         served=started(counts),

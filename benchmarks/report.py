@@ -203,6 +203,8 @@ def _storm_rows(t: StormResult | None, a: StormResult | None) -> list[Row]:
             return "not run"
         if what == "double":
             return f"{s.double_live_sessions} of {s.sessions}"
+        if what == "wire":
+            return f"{s.overlapping_sessions} of {s.sessions}"
         if what == "hung":
             return f"{s.hung} of {s.requests}"
         if what == "threads":
@@ -218,6 +220,7 @@ def _storm_rows(t: StormResult | None, a: StormResult | None) -> list[Row]:
             return ""
         value = {
             "double": s.double_live_sessions,
+            "wire": s.overlapping_sessions,
             "hung": s.hung,
             "threads": s.leaked_threads,
             "fds": s.leaked_fds,
@@ -226,7 +229,8 @@ def _storm_rows(t: StormResult | None, a: StormResult | None) -> list[Row]:
         return "pass" if value == 0 else "miss"
 
     spec = (
-        ("double", "Storm: sessions that had two live upstreams", "0"),
+        ("double", "Storm: sessions the simulator counted two live requests in", "0"),
+        ("wire", "Storm: sessions with two upstream connections open at once", "0"),
         ("hung", "Storm: hung requests", "0"),
         ("threads", "Storm: server threads before → after", "no more after"),
         ("fds", "Storm: server file descriptors before → after", "no more after"),
@@ -343,9 +347,10 @@ def storm_table(results: Sequence[VariantResults]) -> str:
                 f"{s.duration_s:.1f}",
                 str(s.completed),
                 str(s.left),
-                str(s.hung),
+                f"{s.hung} ({s.hung_unanswered} unanswered)",
                 str(s.errors),
                 str(s.max_session_peak),
+                str(s.join_timeouts),
             )
         )
     header = (
@@ -354,9 +359,10 @@ def storm_table(results: Sequence[VariantResults]) -> str:
         "storm (s)",
         "ended ([DONE])",
         "client left",
-        "hung",
+        "hung (never got headers)",
         "errors",
         "most live upstreams in one session",
+        "join timeouts (server log)",
     )
     return markdown_table(header, rows)
 

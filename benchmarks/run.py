@@ -77,10 +77,10 @@ PROFILES = {
         window=1.5,
         storm_requests=200,
         storm_sessions=20,
-        storm_timeout=5.0,
+        storm_timeout=10.0,
         storm_settle=11.0,
         memory_streams=300,
-        memory_ramp=10.0,
+        memory_ramp=30.0,
     ),
     "full": Profile(
         name="full",
@@ -93,10 +93,10 @@ PROFILES = {
         window=8.0,
         storm_requests=2000,
         storm_sessions=50,
-        storm_timeout=10.0,
+        storm_timeout=30.0,
         storm_settle=12.0,
         memory_streams=1000,
-        memory_ramp=40.0,
+        memory_ramp=60.0,
     ),
 }
 

@@ -14,6 +14,7 @@ keeps a run short; :attr:`Stack.killed` says whether it was needed.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import re
@@ -41,6 +42,8 @@ class Spawned:
     url: str
     killed: bool = False  # it did not end on SIGTERM within the grace
     output: list[str] = field(default_factory=list)  # stderr lines, the last ones kept
+    # How often each log event (``ts=... level=... EVENT k=v``) was logged.
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 @contextmanager
@@ -73,7 +76,10 @@ def spawn(
                 lines.put(line)
                 found = re.search(ready, line) is not None
             spawned.output.append(line.rstrip("\n"))
-            del spawned.output[:-50]
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[0].startswith("ts=") and "=" not in parts[2]:
+                spawned.events[parts[2].rstrip()] += 1
+            del spawned.output[:-20000]
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()

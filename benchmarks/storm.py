@@ -1,7 +1,7 @@
 """A storm: N streaming requests over M sessions, random gaps, random client disconnects.
 
 The plan is drawn up front from a seeded RNG (:func:`plan_storm`, pure): per
-session a sequence of requests, each sent a random gap after the previous one
+session a sequence of requests, each sent a random gap (up to 1 s) after the previous one
 (so it usually supersedes it), with a random answer length, sometimes an
 upstream that stalls after two tokens or a slow one, and sometimes a client
 that leaves after a few tokens. Sessions run concurrently.
@@ -10,12 +10,21 @@ Counted afterwards:
 
 - **double-live sessions**: from the simulator's per-session concurrency
   records (``/_sim/stats``, ``session_peak``): a session whose upstream ever
-  had two requests being answered at once;
-- **hung requests**: no ending within ``request_timeout``;
+  had two requests being answered at once. The simulator counts a request as
+  answered until its answer task has unwound, which it records a little
+  *after* the connection's close; so this count is also checked on the wire,
+  from the connection records (:func:`overlapping_sessions`): a request that
+  arrived while an earlier request's connection of its session was still open;
+- **hung requests**: no ending within ``request_timeout``, and how many of them
+  never even got their response headers (a request queued behind an
+  overloaded server, rather than a stream that stopped);
 - the gateway process's threads, descriptors and RSS before the storm (after
   one warm-up request) and after it, once it had ``settle`` seconds to clean
   up (trio keeps an idle worker thread up to 10 s), and the upstream
-  connections still open then.
+  connections still open then;
+- **join timeouts**: ``prev_stream_timeout_on_cancel`` in the server's log, a
+  cancelled stream that did not finish within the join budget (the next one
+  then starts anyway, so the simulator may see two live upstreams).
 
 Both variants run with a 1 s inactivity timeout (a stalled upstream that
 nothing supersedes then ends) and a 1 s join budget, as ``tests/test_storm.py``.
@@ -23,10 +32,12 @@ nothing supersedes then ends) and a 1 s join budget, as ``tests/test_storm.py``.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import psutil
@@ -36,6 +47,10 @@ from benchmarks.load import StreamCount, chat_body, open_client, read_stream
 from benchmarks.stack import Stack
 
 MODEL = "llama3.2:1b"
+# As tests/test_storm.py: requests beyond this many open connections wait in the
+# client's pool (and their wait counts toward their timeout), not in the server's
+# listen backlog, whose overflow would measure the kernel's SYN retry timer.
+MAX_CONNECTIONS = 200
 FAULTS = ("", "", "", "+stall_after=2", "+slow=0.02")
 # Settings of the gateway for the storm (both variants read them).
 STORM_ENV = {
@@ -54,7 +69,7 @@ class StormRequest:
 
 
 def plan_storm(
-    requests: int, sessions: int, *, seed: int, max_gap: float = 0.1, leave_share: float = 0.2
+    requests: int, sessions: int, *, seed: int, max_gap: float = 1.0, leave_share: float = 0.2
 ) -> list[list[StormRequest]]:
     """``requests`` requests dealt at random over ``sessions`` sessions (per session, in
     order of sending). Pure: the same arguments give the same plan."""
@@ -88,12 +103,15 @@ class StormResult:
     completed: int  # read to their ending ([DONE])
     left: int  # the client left on purpose
     hung: int  # no ending within the request timeout
+    hung_unanswered: int  # of those, how many never got response headers (queued)
     errors: int
-    double_live_sessions: int
+    double_live_sessions: int  # the simulator's session_peak reached 2
+    overlapping_sessions: int  # on the wire: see overlapping_sessions()
     max_session_peak: int
     before: Footprint
     after: Footprint
     upstream_open_after: int  # simulator connections still open after the settle time
+    join_timeouts: int  # prev_stream_timeout_on_cancel in the server's log
 
     @property
     def leaked_threads(self) -> int:
@@ -104,11 +122,35 @@ class StormResult:
         return max(0, self.after.fds - self.before.fds)
 
 
-def _session_stats(stack: Stack) -> tuple[dict[str, int], int]:
+def overlapping_sessions(connections: list[dict[str, Any]], marker: str = "/storm-") -> int:
+    """Sessions (``X-Jarvis-Session`` containing ``marker``) in which a request reached
+    the simulator while the connection of an earlier request of the session was still
+    open, from ``/_sim/connections``: two live upstreams on the wire."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for conn in connections:
+        closed = math.inf if conn["closed"] is None else float(conn["closed"])
+        for request in conn["requests"]:
+            session = request["headers"].get("x-jarvis-session", "")
+            if marker in session:
+                spans.setdefault(session, []).append((float(request["received"]), closed))
+    overlapping = 0
+    for found in spans.values():
+        found.sort()
+        latest_close = -math.inf
+        for received, closed in found:
+            if received < latest_close:
+                overlapping += 1
+                break
+            latest_close = max(latest_close, closed)
+    return overlapping
+
+
+def _session_stats(stack: Stack) -> tuple[dict[str, int], int, int]:
     with httpx.Client(base_url=stack.sim_url, timeout=10) as sim:
         stats = sim.get("/_sim/stats").json()
+        connections = sim.get("/_sim/connections").json()
     peaks = {k: v for k, v in stats["session_peak"].items() if "/storm-" in k}
-    return peaks, int(stats["open_connections"])
+    return peaks, int(stats["open_connections"]), overlapping_sessions(connections)
 
 
 def run_storm(
@@ -151,7 +193,9 @@ def run_storm(
                 nursery.start_soon(one, client, req, s * 100_000 + i)
 
     async def storm() -> None:
-        async with open_client(stack.url, timeout=request_timeout) as client:
+        async with open_client(
+            stack.url, timeout=request_timeout, max_connections=MAX_CONNECTIONS
+        ) as client:
             async with trio.open_nursery() as nursery:
                 for s, reqs in enumerate(plan):
                     nursery.start_soon(session, client, reqs, s)
@@ -164,12 +208,12 @@ def run_storm(
     duration = time.monotonic() - t0
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline:  # bounded: give the server time to clean up
-        _, open_upstreams = _session_stats(stack)
+        _, open_upstreams, _ = _session_stats(stack)
         if open_upstreams == 0 and stack.server.num_threads() <= before.threads:
             break
         time.sleep(0.25)
     after = footprint(stack.server)
-    peaks, open_upstreams = _session_stats(stack)
+    peaks, open_upstreams, overlapping = _session_stats(stack)
     hung = sum(h[0] for _, _, h in counts)
     left = sum(
         not h[0] and r.leave_after is not None and not c.done and c.error is None
@@ -183,10 +227,13 @@ def run_storm(
         completed=sum(not h[0] and c.done for _, c, h in counts),
         left=left,
         hung=hung,
+        hung_unanswered=sum(h[0] and not c.responded for _, c, h in counts),
         errors=sum(not h[0] and c.error is not None for _, c, h in counts),
         double_live_sessions=sum(v >= 2 for v in peaks.values()),
+        overlapping_sessions=overlapping,
         max_session_peak=max(peaks.values(), default=0),
         before=before,
         after=after,
         upstream_open_after=open_upstreams,
+        join_timeouts=stack.spawned.events["prev_stream_timeout_on_cancel"],
     )

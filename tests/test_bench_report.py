@@ -5,6 +5,8 @@ Fast: no process, no socket; results are built by hand.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks.handoff import Round
@@ -29,7 +31,7 @@ from benchmarks.stats import (
     ratio,
     summarize,
 )
-from benchmarks.storm import Footprint, StormResult, plan_storm
+from benchmarks.storm import Footprint, StormResult, overlapping_sessions, plan_storm
 from benchmarks.throughput import ThroughputPoint
 from benchmarks.ttft import TtftResult
 from jarvis_trio.wire import ChunkFormat
@@ -102,6 +104,26 @@ def test_storm_plan_is_seeded_bounded_and_complete() -> None:
     assert any("stall_after" in r.model for r in requests)
 
 
+def _conn(closed: float | None, *requests: tuple[str, float]) -> dict[str, Any]:
+    return {
+        "closed": closed,
+        "requests": [
+            {"received": at, "headers": {"x-jarvis-session": f"owner/storm-{s}"}}
+            for s, at in requests
+        ],
+    }
+
+
+def test_overlapping_sessions_reads_the_wire_not_the_request_count() -> None:
+    handed_over = [_conn(1.0, ("a", 0.0)), _conn(2.0, ("a", 1.0005))]  # closed, then B
+    assert overlapping_sessions(handed_over) == 0
+    both_open = [_conn(None, ("b", 0.0)), _conn(2.0, ("b", 1.0))]  # A still open
+    late_close = [_conn(1.2, ("c", 0.0)), _conn(2.0, ("c", 1.0)), _conn(3.0, ("c", 2.5))]
+    other = [_conn(None, ("x", 0.0))]
+    other[0]["requests"][0]["headers"] = {"x-jarvis-session": "owner/bench-1"}
+    assert overlapping_sessions(both_open + late_close + handed_over + other) == 2
+
+
 # -- the report ----------------------------------------------------------------------------
 
 
@@ -136,12 +158,15 @@ def _storm(double: int, hung: int, threads_after: int) -> StormResult:
         completed=100 - hung,
         left=0,
         hung=hung,
+        hung_unanswered=hung,
         errors=0,
         double_live_sessions=double,
+        overlapping_sessions=double,
         max_session_peak=2 if double else 1,
         before=Footprint(threads=2, fds=9, rss_bytes=60 * 2**20),
         after=Footprint(threads=threads_after, fds=9, rss_bytes=61 * 2**20),
         upstream_open_after=0,
+        join_timeouts=0,
     )
 
 
@@ -185,7 +210,8 @@ def test_rows_compare_both_variants_and_judge_trio_against_its_targets() -> None
     assert (cpu.trio, cpu.asyncio, cpu.ratio, cpu.verdict) == ("400", "300", "1.33", "miss")
     rate = rows["Tokens/s at 100 streams (streams served at once)"]
     assert rate.asyncio == "300 (6 of 100 served)"
-    assert rows["Storm: sessions that had two live upstreams"].asyncio == "2 of 10"
+    assert rows["Storm: sessions the simulator counted two live requests in"].asyncio == "2 of 10"
+    assert rows["Storm: sessions with two upstream connections open at once"].verdict == "pass"
     assert rows["Storm: hung requests"].verdict == "pass"
     assert rows["Storm: server threads before → after"].trio == "2 → 1"
     memory = rows["Peak RSS at 1,000 concurrent streams (MiB)"]
