@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench browser
+.PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench bench-full \
+	browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +53,14 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
-## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
+## Quick benchmarks of both variants (under 3 min): prints the table, plots in build/benchmarks/.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.handoff --rounds 200 --markdown docs/benchmarks-handoff.md
+	$(BIN)/python -m benchmarks.run --profile quick --plots build/benchmarks
+
+## Full benchmarks (about 10 min): writes docs/benchmarks.md and docs/img/benchmarks/*.png.
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks.run --profile full --markdown docs/benchmarks.md \
+		--plots docs/img/benchmarks
 
 ## Regenerate README's configuration table from jarvis_trio/config.py.
 readme: $(STAMP)

@@ -14,7 +14,8 @@ Reported, p50 / p99 / max over the rounds:
 
 - ``cancel -> upstream EOF``: A's upstream close minus ``t_b``;
 - ``B upstream request``: B's request at the simulator minus ``t_b``;
-- ``B time to first token``: B's first content chunk at the client minus ``t_b``.
+- ``B time to first token``: B's first content chunk at the client minus ``t_b``
+  (B's upstream sends its first token 1 ms after B's request).
 
 Usage: ``python -m benchmarks.handoff [--rounds N] [--markdown FILE]``.
 """
@@ -24,20 +25,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from jarvis_trio.testing import running_process
+from benchmarks.stack import Stack, open_stack
+from benchmarks.stats import summarize
 
-BIN = Path(sys.executable).parent
 MODEL = "llama3.2:1b"
+MODES = ("silent", "chatty", "stop", "disconnect")
 
 
 @dataclass
@@ -49,15 +50,23 @@ class Round:
     ttft_b_ms: float | None  # B's first token reached the client
 
 
+def is_content_chunk(line: str) -> bool:
+    """An SSE line with a token (the role chunk's content is empty)."""
+    return '"content":"' in line and '"content":""' not in line
+
+
 def _first_token(lines: Iterator[str]) -> bool:
     """Read up to the first content chunk (``any`` stops there); False if none came."""
-    return any('"content":"' in line and '"content":""' not in line for line in lines)
+    return any(is_content_chunk(line) for line in lines)
 
 
 def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str, timeout: float) -> Round:
     session_id = f"bench-{mode}-{i}"
     session = {"X-Session-Id": session_id}
-    fault = "+stall_after=1" if mode == "silent" else "+tokens=100000"
+    # A chatty A outlasts any round (the simulator plans an answer up front, so it
+    # is not made longer than needed); B's model answers at once (1 ms a token), so
+    # B's first token measures the handoff, not the simulator's pace.
+    fault = "+stall_after=1" if mode == "silent" else "+tokens=5000"
     a_body = {
         "model": MODEL + fault,
         "messages": [{"role": "user", "content": f"A {i}"}],
@@ -65,7 +74,7 @@ def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str, timeou
     }
     b_body = {
         **a_body,
-        "model": MODEL + "+tokens=3",
+        "model": MODEL + "+slow=0.001+tokens=3",
         "messages": [{"role": "user", "content": "B"}],
     }
     t_b = ttft = None
@@ -157,45 +166,52 @@ def cancel_round(
     return Round(None, None, None)
 
 
+def run_mode(
+    stack: Stack,
+    mode: str,
+    rounds: int,
+    timeout: float,
+    give_up_after: int,
+    on_round: Callable[[], None] | None = None,
+) -> list[Round]:
+    """Up to ``rounds`` rounds of ``mode`` (one of :data:`MODES`) on ``stack``; stops
+    after ``give_up_after`` rounds in a row in which nothing was served."""
+    with (
+        httpx.Client(base_url=stack.url, timeout=timeout) as client,
+        httpx.Client(base_url=stack.sim_url, timeout=30) as sim,
+    ):
+        done: list[Round] = []
+        stuck = 0
+        for i in range(rounds):
+            if mode in ("silent", "chatty"):
+                result = one_round(client, sim, i, mode, timeout)
+                served = result.ttft_b_ms is not None
+            else:
+                result = cancel_round(client, sim, i, mode, timeout)
+                served = result.eof_ms is not None
+            done.append(result)
+            if on_round:
+                on_round()
+            stuck = 0 if served else stuck + 1
+            if stuck >= give_up_after:  # the server no longer serves this session's B
+                break
+        return done
+
+
 def run_variant(
     variant: str, mode: str, rounds: int, timeout: float, give_up_after: int
 ) -> list[Round]:
     """Fresh simulator and server per variant and mode: a variant's stuck threads
     must not spill into the next measurement."""
-    sim_argv = [str(BIN / "jarvis-trio"), "sim-ollama", "--port", "0", "--tokens-per-second", "50"]
-    with running_process(sim_argv, r"ollama_sim listening url=(\S+)") as sim_url:
-        if variant == "trio":
-            serve = [str(BIN / "jarvis-trio"), "serve"]
-        else:
-            serve = [sys.executable, "-m", "benchmarks.asyncio_variant"]
-        serve += ["--port", "0", "--backend", "ollama", "--ollama-url", sim_url]
-        with (
-            running_process(serve, r"server_listening url=(\S+)") as url,
-            httpx.Client(base_url=url, timeout=timeout) as client,
-            httpx.Client(base_url=sim_url, timeout=30) as sim,
-        ):
-            done: list[Round] = []
-            stuck = 0
-            for i in range(rounds):
-                if mode in ("silent", "chatty"):
-                    result = one_round(client, sim, i, mode, timeout)
-                    served = result.ttft_b_ms is not None
-                else:
-                    result = cancel_round(client, sim, i, mode, timeout)
-                    served = result.eof_ms is not None
-                done.append(result)
-                stuck = 0 if served else stuck + 1
-                if stuck >= give_up_after:  # the server no longer serves this session's B
-                    break
-            return done
+    with open_stack(variant) as stack:
+        return run_mode(stack, mode, rounds, timeout, give_up_after)
 
 
 def percentiles(values: list[float | None]) -> str:
-    got = sorted(v for v in values if v is not None)
-    if not got:
+    got = summarize(values)
+    if got.p50 is None:
         return "never"
-    p99 = got[min(len(got) - 1, round(0.99 * (len(got) - 1)))]
-    return f"{statistics.median(got):.2f} / {p99:.2f} / {got[-1]:.2f}"
+    return f"{got.p50:.2f} / {got.p99:.2f} / {got.max:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows: list[str] = []
     for variant in args.variants.split(","):
-        for mode in ("silent", "chatty", "stop", "disconnect"):
+        for mode in MODES:
             rounds = run_variant(variant, mode, args.rounds, args.round_timeout, args.give_up_after)
             n = len(rounds)
             measures: tuple[tuple[str, list[float | None]], ...] = (

@@ -275,6 +275,29 @@ async def test_superseded_plain_request_gets_409_and_stop_joins_the_stream() -> 
         assert again["result"] == "nothing_live"
 
 
+@deadline(40)
+async def test_seed_verification_snippet_passes_against_the_baseline() -> None:
+    """The original notes' A-then-B check (``tests/data/seed_000_verify.py.txt``), with
+    only its hard-coded ``localhost:8000`` pointed at the baseline's port.
+
+    Its requests send no ``"stream": true``, so A is a plain request that the snippet
+    reads whole before it sends B; a fast sim pace keeps that short.
+    """
+    snippet = (REPO / "tests" / "data" / "seed_000_verify.py.txt").read_text(encoding="utf-8")
+    assert snippet.count("http://localhost:8000/") == 2
+    async with open_variant("--backend", "sim", "--sim-tokens-per-second", "400") as variant:
+        pointed = snippet.replace("http://localhost:8000/", variant.url + "/")
+        result = await trio.run_process(
+            [sys.executable, "-c", pointed], capture_stdout=True, capture_stderr=True
+        )
+        assert len(variant.events("stream_start")) == 2  # A, then B, in one session
+        (a_start, b_start) = variant.events("stream_start")
+        assert a_start.fields["session"] == b_start.fields["session"]
+    out = result.stdout.decode()
+    assert "[2/2] Sending prompt B..." in out
+    assert "No hang = fix works!" in out, out + result.stderr.decode()
+
+
 # -- the notes' design, where it does not: its weaknesses, asserted as they are -----------
 
 
