@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit install lock clean readme bench browser
+.PHONY: run test lint typecheck unit install lock clean readme bench browser redis
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +21,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
 
-## Lint, type-check and run the whole suite (the browser tests need Debian's Chromium).
-test: $(STAMP) browser lint typecheck unit
+## Lint, type-check and run the whole suite (the browser tests need Debian's Chromium, the
+## multi-worker tests Debian's redis-server).
+test: $(STAMP) browser redis lint typecheck unit
 
 ## Debian's Chromium for the browser tests, with apt-get when it is missing (never a
 ## downloaded browser: Playwright drives /usr/bin/chromium).
@@ -31,6 +33,16 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-liberation; }
 	@$(CHROMIUM) --version
+
+## Debian's redis-server for the multi-worker tests, with apt-get when it is missing. The
+## tests start their own instance on 127.0.0.1 and an ephemeral port; the package's own
+## service is not needed.
+redis:
+	@test -x $(REDIS_SERVER) || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+	@$(REDIS_SERVER) --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check jarvis_trio tests benchmarks
