@@ -209,6 +209,10 @@ def _register_hooks(app: QuartTrio) -> None:
     @app.after_request
     async def tag(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id") or "req-" + secrets.token_hex(8)
+        registry = state().manager.registry
+        if registry is not None:
+            # Which process answered: with several workers, the logs' worker=<pid>.
+            response.headers["X-Jarvis-Worker"] = registry.worker
         state().metrics.requests.labels(str(response.status_code)).inc()
         return response
 
@@ -392,8 +396,6 @@ def _register_routes(app: QuartTrio) -> None:
         await st.manager.wait_turn(stream)
         await stream.wait_ready()
         headers = {"X-Stream-Id": stream.id}
-        if registry is not None:
-            headers["X-Jarvis-Worker"] = registry.worker
         if session_id is not None:
             headers["X-Session-Id"] = session_id
         fmt = ChunkFormat(stream.id, model, stream.created, chat.include_usage)

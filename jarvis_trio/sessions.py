@@ -57,7 +57,13 @@ from jarvis_trio.errors import (
 )
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.registry import Claim, Registry
-from jarvis_trio.registry.fencing import Message, TakeResult, renew_interval, supersedes
+from jarvis_trio.registry.fencing import (
+    Message,
+    MessageKind,
+    TakeResult,
+    must_end,
+    renew_interval,
+)
 from jarvis_trio.replay import ReplayLog, RetainedLogs
 from jarvis_trio.rules import (
     Action,
@@ -363,7 +369,23 @@ class SessionManager:
                 await changed.wait()
 
     async def stop(self, owner: str, session_id: str) -> StopReport:
-        """The Stop button: cancel the session's stream and join it within the budget."""
+        """The Stop button: cancel the session's stream and join it within the budget.
+
+        With a registry the Stop reaches the stream wherever it runs: it claims a
+        generation of its own (which stops older streams everywhere) and, when no
+        stream of the session runs here, waits for the lease's holder to give it back.
+        """
+        if self.registry is None:
+            return await self._stop_here(owner, session_id)
+        started = trio.current_time()
+        claim = await self.registry.claim(owner, session_id, stop=True)
+        report = await self._stop_here(owner, session_id)
+        if report.result != "nothing_live":
+            return report
+        result = await self.registry.wait_stopped(claim, claim.claimed_at + self.join_budget)
+        return StopReport(result, None, (trio.current_time() - started) * 1000)
+
+    async def _stop_here(self, owner: str, session_id: str) -> StopReport:
         session = self._sessions.get((owner, session_id))
         if session is None:
             return StopReport("nothing_live")
@@ -596,24 +618,26 @@ class SessionManager:
     # -- across processes (with a registry)
 
     def _on_registry_cancel(self, message: Message) -> None:
-        """A request was claimed somewhere: streams of its session with an older
-        generation are superseded (a waiting one never starts)."""
+        """A request (or a Stop) was claimed somewhere: streams of its session with an
+        older generation are superseded (or stopped); a waiting one never starts."""
         session = self._by_digest.get(message.session)
         if session is None:
             return
         session.newest_generation = max(session.newest_generation, message.generation)
+        stopped = message.kind is MessageKind.STOP
+        reason = CancelReason.STOPPED if stopped else CancelReason.SUPERSEDED
         now = trio.current_time()
         for stream in list(session.streams.values()):
             claim = stream.claim
-            if claim is not None and supersedes(message, claim.generation):
+            if claim is not None and must_end(message, claim.generation):
                 if stream.id in (session.rules.live, session.rules.waiter):
                     logs.event(
-                        "registry_superseded",
+                        "registry_stopped" if stopped else "registry_superseded",
                         trace=stream.id,
                         by_worker=message.worker,
                         worker=self._worker(),
                     )
-                self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
+                self._apply(session, session.rules.cancel(stream.id, reason, now))
 
     def _worker(self) -> str | None:
         return None if self.registry is None else self.registry.worker

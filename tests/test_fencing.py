@@ -17,12 +17,13 @@ from jarvis_trio.registry.fencing import (
     encode,
     keys_for,
     lease_ms,
+    must_end,
     must_force,
     next_look,
     owner_label,
     renew_interval,
     session_digest,
-    supersedes,
+    stop_result,
     take_result,
 )
 
@@ -96,13 +97,22 @@ def test_anything_else_on_the_channel_is_ignored(raw: str | bytes) -> None:
     assert decode(raw) is None
 
 
-def test_only_a_newer_generation_cancels_a_stream() -> None:
-    cancel = Message(MessageKind.CANCEL, "s", 10, "w")
-    assert supersedes(cancel, 9)
-    assert not supersedes(cancel, 10)  # its own claim
-    assert not supersedes(cancel, 11)  # a newer one, whose claim arrived first
-    assert not supersedes(cancel, None)  # a request without a claim
-    assert not supersedes(Message(MessageKind.FINISHED, "s", 10, "w"), 9)
+@pytest.mark.parametrize("kind", [MessageKind.CANCEL, MessageKind.STOP])
+def test_only_a_newer_generation_ends_a_stream(kind: MessageKind) -> None:
+    message = Message(kind, "s", 10, "w")
+    assert must_end(message, 9)
+    assert not must_end(message, 10)  # its own claim
+    assert not must_end(message, 11)  # a newer one, whose claim arrived first
+    assert not must_end(message, None)  # a request without a claim
+    assert not must_end(Message(MessageKind.FINISHED, "s", 10, "w"), 9)
+
+
+def test_what_a_stop_reports_after_waiting_for_the_lease() -> None:
+    assert stop_result(TakeResult.TAKEN, held=False) == "nothing_live"
+    assert stop_result(TakeResult.TAKEN, held=True) == "finished_cleanly"
+    assert stop_result(TakeResult.FORCED, held=True) == "join_timeout"
+    assert stop_result(TakeResult.STALE, held=True) == "superseded"
+    assert stop_result(TakeResult.STALE, held=False) == "superseded"
 
 
 def test_take_replies_map_to_results() -> None:

@@ -219,6 +219,46 @@ async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
 
 
 @deadline(90)
+async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        env = gateway_env(stack.redis_port, stack.sim.url)
+        async with open_hypercorn(env) as server:
+            stack.gateways.append(server)
+            stops: list[tuple[bool, dict[str, Any], str | None, float]] = []
+            # Bounded: the kernel decides which worker accepts each connection.
+            for i in range(20):
+                headers = {"X-Session-Id": f"stop-{i}"}
+                body = {"model": MODEL + "+tokens=100000", "prompt": f"A {i}", "stream": True}
+                async with (
+                    httpx.AsyncClient(base_url=server.url, timeout=10) as client_a,
+                    httpx.AsyncClient(base_url=server.url, timeout=10) as client_s,
+                    client_a.stream("POST", CHAT, json=body, headers=headers) as a,
+                ):
+                    events = sse_events(a)
+                    first = [await anext(events), await anext(events)]
+                    sent = time.monotonic()
+                    stop = await client_s.post(f"/v1/sessions/stop-{i}/cancel")
+                    elapsed = time.monotonic() - sent
+                    rest = [e async for e in events]
+                cross = stop.headers["X-Jarvis-Worker"] != a.headers["X-Jarvis-Worker"]
+                stops.append((cross, stop.json(), finish_reason(first + rest), elapsed))
+                if sum(c for c, *_ in stops) >= 2 and len(stops) >= 4:
+                    break
+            stats = stack.sim_stats()
+            log = stack.log()
+    assert sum(c for c, *_ in stops) >= 2, stops
+    for cross, report, finish, elapsed in stops:
+        assert finish == "stopped", stops
+        assert report["result"] == "finished_cleanly", stops
+        assert elapsed < BUDGET, stops
+        if cross:  # the other worker cannot name a stream it does not hold
+            assert report["stream_id"] is None
+    assert "registry_stopped" in log
+    assert max(stats["session_peak"].values()) == 1, stats
+    assert stats["open_connections"] == 0
+
+
+@deadline(90)
 async def test_a_killed_worker_frees_its_sessions_within_the_lease(tmp_path: Path) -> None:
     """Two replicas share Redis (hypercorn's master stops every worker when one dies,
     so a lone crashed worker is a replica's process). A streams on one; it is killed

@@ -27,6 +27,7 @@ class Claim:
     session: str  # the session's digest, equal in every process
     generation: int  # only grows; the newest one streams
     owner_label: str  # for upstream ``X-Jarvis-Session`` headers, equal in every process
+    contended: bool  # a stream held the session's lease when this was claimed
     claimed_at: float  # trio time: the join budget is counted from here
 
 
@@ -47,13 +48,17 @@ class Registry(Protocol):
         """Listen for other processes' messages until cancelled; ``on_cancel`` gets
         every cancel (own ones included), in the order they were published."""
 
-    async def claim(self, owner: str, session_id: str) -> Claim:
+    async def claim(self, owner: str, session_id: str, *, stop: bool = False) -> Claim:
         """Take a new generation for the session and tell every process to cancel
-        its older streams of it."""
+        its older streams of it (as superseded, or with ``stop`` as stopped)."""
 
     async def take(self, claim: Claim, deadline: float) -> TakeResult:
         """Wait (until ``deadline`` at most) for the session's lease, then take it;
         never ``BUSY``."""
+
+    async def wait_stopped(self, claim: Claim, deadline: float) -> str:
+        """For a Stop's claim: wait (until ``deadline``) for the stream it stopped to
+        give the lease back, then give it back too; the Stop endpoint's ``result``."""
 
     async def renew(self, claim: Claim) -> bool:
         """Extend the lease; ``False`` when a newer generation was claimed."""

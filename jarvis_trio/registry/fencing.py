@@ -13,7 +13,9 @@ is the only one allowed to stream:
 
 * **Claim.** The request's generation is taken and ``cancel <session> <gen>``
   is published. Every process cancels its streams of that session with an
-  older generation (reason ``superseded``, the usual cancellation path).
+  older generation (reason ``superseded``, the usual cancellation path). A Stop
+  claims a generation too, and publishes ``stop`` instead (reason ``stopped``);
+  it then waits for the lease like a request would, and gives it back at once.
 * **Take.** Before it reaches the model, the request takes the session's
   *lease* (a key holding its generation, with an expiry). While an older
   generation holds it, the request waits for that holder's ``finished``
@@ -51,7 +53,8 @@ MAX_MESSAGE_CHARS = 256
 
 
 class MessageKind(enum.StrEnum):
-    CANCEL = "cancel"  # a newer generation was claimed: older streams stop
+    CANCEL = "cancel"  # a newer generation was claimed: older streams are superseded
+    STOP = "stop"  # a Stop claimed a newer generation: older streams are stopped
     FINISHED = "finished"  # the holder released its lease: a waiter may take it
 
 
@@ -124,17 +127,29 @@ def decode(raw: str | bytes) -> Message | None:
     return Message(parsed_kind, session, int(generation), worker)
 
 
-def supersedes(message: Message, generation: int | None) -> bool:
-    """Must a local stream holding ``generation`` stop because of ``message``?
+def must_end(message: Message, generation: int | None) -> bool:
+    """Must a local stream holding ``generation`` end because of ``message``?
 
-    Only a cancel from a strictly newer generation stops it: a process receives its
-    own cancels too, and the claim of a stream never cancels that stream itself.
+    Only a cancel or stop from a strictly newer generation ends it: a process
+    receives its own messages too, and a stream's claim never cancels the stream.
     """
     return (
-        message.kind is MessageKind.CANCEL
+        message.kind is not MessageKind.FINISHED
         and generation is not None
         and message.generation > generation
     )
+
+
+def stop_result(result: TakeResult, held: bool) -> str:
+    """What a Stop that waited for the session's lease reports (the Stop endpoint's
+    ``result``). ``held``: a stream held the lease when the Stop was claimed, or
+    while it waited. Then the Stop saw it give the lease back within the budget, or
+    gave up at the budget; or a newer request of the session overtook the Stop."""
+    if result is TakeResult.STALE:
+        return "superseded"
+    if result is TakeResult.FORCED:
+        return "join_timeout"
+    return "finished_cleanly" if held else "nothing_live"
 
 
 def take_result(reply: object) -> TakeResult:

@@ -52,12 +52,15 @@ from jarvis_trio.registry.fencing import (
     next_look,
     owner_label,
     session_digest,
+    stop_result,
     take_result,
 )
 
 T = TypeVar("T")
 
-# KEYS: generation, secret. ARGV: ttl ms, channel, digest, worker, secret.
+# KEYS: generation, secret, lease. ARGV: ttl ms, channel, digest, worker, secret, kind
+# ('cancel' for a request, 'stop' for a Stop). Replies the generation, and whether a
+# stream held the session's lease at that moment.
 # The generation only grows: +1, floored at Redis's clock in microseconds, so it keeps
 # growing after a restart that lost the counter. The secret is re-seeded (NX) so that
 # processes keep agreeing on digests after such a restart.
@@ -69,8 +72,8 @@ local gen = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
 if gen < floor then gen = floor end
 local text = string.format('%d', gen)
 redis.call('SET', KEYS[1], text, 'PX', ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'cancel ' .. ARGV[3] .. ' ' .. text .. ' ' .. ARGV[4])
-return text
+redis.call('PUBLISH', ARGV[2], ARGV[6] .. ' ' .. ARGV[3] .. ' ' .. text .. ' ' .. ARGV[4])
+return {text, redis.call('EXISTS', KEYS[3])}
 """
 
 # KEYS: generation, lease. ARGV: generation, lease ms, force ('1' or '0'), ttl ms.
@@ -162,15 +165,19 @@ class RedisRegistry:
             self._secret = await self._call(fetch)
         return self._secret
 
-    async def claim(self, owner: str, session_id: str) -> Claim:
+    async def claim(self, owner: str, session_id: str, *, stop: bool = False) -> Claim:
         secret = await self._shared_secret()
         digest = session_digest(secret.encode(), owner, session_id)
         keys = keys_for(digest)
-        args: list[str | int] = [GENERATION_TTL_MS, CHANNEL, digest, self.worker, secret]
-        reply = await self._call(lambda: self._claim(keys=[keys.generation, SECRET_KEY], args=args))
+        kind = MessageKind.STOP if stop else MessageKind.CANCEL
+        args: list[str | int] = [GENERATION_TTL_MS, CHANNEL, digest, self.worker, secret, kind]
+        claim_keys = [keys.generation, SECRET_KEY, keys.lease]
+        reply = await self._call(lambda: self._claim(keys=claim_keys, args=args))
+        generation, held = cast(list[Any], reply)
         return Claim(
             session=digest,
-            generation=int(cast(str, reply)),
+            generation=int(generation),
+            contended=bool(held),
             owner_label=owner_label(secret.encode(), owner),
             claimed_at=trio.current_time(),
         )
@@ -187,13 +194,28 @@ class RedisRegistry:
         return take_result(reply)
 
     async def take(self, claim: Claim, deadline: float) -> TakeResult:
+        result, _ = await self._wait_lease(claim, deadline)
+        return result
+
+    async def wait_stopped(self, claim: Claim, deadline: float) -> str:
+        result, waited = await self._wait_lease(claim, deadline)
+        if result is not TakeResult.STALE:
+            await self.release(claim)
+        # The holder may have given the lease back before our first look: it was
+        # still stopped by us if it held the lease when the Stop was claimed.
+        return stop_result(result, waited or claim.contended)
+
+    async def _wait_lease(self, claim: Claim, deadline: float) -> tuple[TakeResult, bool]:
+        """Take the lease, waiting for its holder (until ``deadline``); whether we waited."""
         # Bounded: each pass either ends or waits until the next look, and past the
         # deadline the take is forced, which always ends.
+        waited = False
         while True:
             freed = self._freed.setdefault(claim.session, trio.Event())
             result = await self._try_take(claim, must_force(trio.current_time(), deadline))
             if result is not TakeResult.BUSY:
-                return result
+                return result, waited
+            waited = True
             with trio.move_on_at(next_look(trio.current_time(), deadline)):
                 await freed.wait()
 
