@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit install lock clean readme bench browser redis
+.PHONY: run test lint typecheck unit install lock clean readme bench bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ unit: $(STAMP)
 ## Handoff benchmark (real processes on loopback); writes docs/benchmarks-handoff.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.handoff --rounds 200 --markdown docs/benchmarks-handoff.md
+
+## Scale-out benchmark: tokens/s at -w 1 against -w 2 with the Redis registry, and
+## cross-worker against same-worker handoff (real processes on loopback); writes
+## docs/benchmarks-scaleout.md.
+bench-scaleout: $(STAMP) redis
+	$(BIN)/python -m benchmarks.scaleout --markdown docs/benchmarks-scaleout.md
 
 ## Regenerate README's configuration table from jarvis_trio/config.py.
 readme: $(STAMP)
