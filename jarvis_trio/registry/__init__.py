@@ -36,8 +36,11 @@ class Registry(Protocol):
     timeout and raises :class:`~jarvis_trio.errors.RegistryUnavailable` past it."""
 
     worker: str  # this process, in logs and messages
-    lease_seconds: float  # a lease not renewed for this long expires
     timeout: float  # bound of one Redis call's connect and reply
+
+    @property
+    def lease_seconds(self) -> float:
+        """A lease not renewed for this long expires."""
 
     async def serve(
         self,
