@@ -308,12 +308,14 @@ async def test_a_killed_worker_frees_its_sessions_within_the_lease(tmp_path: Pat
             log = "\n".join(replica.output)
     assert b.status_code == 200
     assert finish_reason(b_events) == "stop" and text_of(b_events)
-    # B waited for the dead worker's lease (renewed every lease/3 until the kill),
-    # and got it when it expired: within the lease time, long before the budget.
+    # B waited for the dead worker's lease (renewed every lease/3 until the kill, so
+    # it had 2/3 to all of the lease left), and got it when it expired: within the
+    # lease time (plus one 0.1 s look and some slack for a loaded machine), long
+    # before the budget.
     waited = re.search(r"lease_taken trace=\S+ worker=\d+ waited_ms=([\d.]+)", log)
     assert waited, log
-    assert 1000 * lease / 2 < float(waited.group(1)) < 1000 * lease + 300, waited.group(0)
-    assert started_after < lease + 0.5, started_after
+    assert 100 < float(waited.group(1)) < 1000 * lease + 300, waited.group(0)
+    assert started_after < lease + 1.0 < budget, started_after
     assert "prev_stream_timeout_on_cancel" not in log
     assert max(stats["session_peak"].values()) == 1, stats
 

@@ -244,7 +244,12 @@ class RedisRegistry:
                 if freed is not None:
                     freed.set()
             else:
-                on_cancel(message)
+                try:
+                    on_cancel(message)
+                except Exception:
+                    # A bug here must cost one message, not the subscription (an
+                    # exception would end the listener's thread and the server's nursery).
+                    logs.log.exception("registry_message_failed message=%s", encode(message))
 
         task_status.started()
         # Runs for the server's life (cancelled at shutdown); each pass is bounded by
