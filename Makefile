@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench bench-full \
-	browser
+	bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
 
 ## Lint, type-check, build the docs and run the whole suite (the browser tests need
-## Debian's Chromium).
-test: $(STAMP) browser lint typecheck docs unit
+## Debian's Chromium, the multi-worker tests Debian's redis-server).
+test: $(STAMP) browser redis lint typecheck docs unit
 
 ## Debian's Chromium for the browser tests, with apt-get when it is missing (never a
 ## downloaded browser: Playwright drives /usr/bin/chromium).
@@ -33,6 +34,16 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-liberation; }
 	@$(CHROMIUM) --version
+
+## Debian's redis-server for the multi-worker tests, with apt-get when it is missing. The
+## tests start their own instance on 127.0.0.1 and an ephemeral port; the package's own
+## service is not needed.
+redis:
+	@test -x $(REDIS_SERVER) || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+	@$(REDIS_SERVER) --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check jarvis_trio tests benchmarks docs/examples docs/hooks.py
@@ -61,6 +72,12 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks.run --profile full --markdown docs/benchmarks.md \
 		--plots docs/img/benchmarks
+
+## Scale-out benchmark: tokens/s at -w 1 against -w 2 with the Redis registry, and
+## cross-worker against same-worker handoff (real processes on loopback); writes
+## docs/benchmarks-scaleout.md.
+bench-scaleout: $(STAMP) redis
+	$(BIN)/python -m benchmarks.scaleout --markdown docs/benchmarks-scaleout.md
 
 ## Regenerate README's configuration table from jarvis_trio/config.py.
 readme: $(STAMP)

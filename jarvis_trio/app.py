@@ -8,6 +8,7 @@ calls and their results back to OpenAI's wire format.
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from jarvis_trio.errors import (
     ServerError,
 )
 from jarvis_trio.metrics import CONTENT_TYPE, Metrics
+from jarvis_trio.registry import Registry
 from jarvis_trio.replay import ReplayLog, parse_last_event_id
 from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
@@ -131,6 +133,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     limiter = trio.CapacityLimiter(settings.thread_limit)
     backend = backend or choose_backend(settings, limiter)
     metrics = Metrics()
+    registry = _registry_from(settings)
     manager = SessionManager(
         backend,
         join_budget=settings.prev_stream_timeout,
@@ -140,6 +143,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         replay_retention=settings.replay_retention_seconds,
         replay_retained=settings.replay_retained_streams,
         observer=metrics,
+        registry=registry,
     )
     metrics.watch(manager.statistics, limiter)
     app.extensions["jarvis"] = JarvisState(
@@ -161,12 +165,27 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         await manager.shutdown()
         if manager.stopped:
             await backend.aclose()
+        if registry is not None:
+            await registry.aclose()
         # else: a worker thread is still running (one stuck in connect() is freed only
         # by the connect timeout); closing its client under it would not help.
 
     _register_hooks(app)
     _register_routes(app)
     return app
+
+
+def _registry_from(settings: Settings) -> Registry | None:
+    if settings.registry_url is None:
+        return None
+    from jarvis_trio.registry.redis import RedisRegistry
+
+    return RedisRegistry(
+        settings.registry_url,
+        lease_seconds=settings.registry_lease_seconds,
+        timeout=settings.registry_timeout,
+        worker=str(os.getpid()),
+    )
 
 
 def _header_id(name: str) -> str | None:
@@ -190,6 +209,10 @@ def _register_hooks(app: QuartTrio) -> None:
     @app.after_request
     async def tag(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id") or "req-" + secrets.token_hex(8)
+        registry = state().manager.registry
+        if registry is not None:
+            # Which process answered: with several workers, the logs' worker=<pid>.
+            response.headers["X-Jarvis-Worker"] = registry.worker
         state().metrics.requests.labels(str(response.status_code)).inc()
         return response
 
@@ -357,9 +380,18 @@ def _register_routes(app: QuartTrio) -> None:
                 param="X-Jarvis-Resume-Seconds",
                 code="invalid_header",
             )
-        trace = f"{_opaque(g.owner)}/{session_id}" if session_id is not None else None
+        registry = st.manager.registry
+        claim = None
+        if registry is not None and session_id is not None:
+            # Across processes: take the session's next generation (cancelling older
+            # streams everywhere), and a label every process gives this owner.
+            claim = await registry.claim(g.owner, session_id)
+        label = claim.owner_label if claim is not None else _opaque(g.owner)
+        trace = f"{label}/{session_id}" if session_id is not None else None
         job = chat.to_generation(model, trace_session=trace)
-        stream = st.manager.submit(g.owner, session_id, job, g.request_id, resume_seconds=resume)
+        stream = st.manager.submit(
+            g.owner, session_id, job, g.request_id, resume_seconds=resume, claim=claim
+        )
         _on_exit(lambda: st.manager.abandon(stream))
         await st.manager.wait_turn(stream)
         await stream.wait_ready()

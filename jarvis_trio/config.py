@@ -129,6 +129,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Worker threads that may read upstreams at once (trio's default is 40).",
     )
+    registry_url: str | None = Field(
+        None,
+        description="Redis URL (`redis://host:6379/0`) of the session registry shared by "
+        "several processes or hosts (see docs/deployment.md). Empty: sessions are held in "
+        "memory, per process.",
+    )
+    registry_lease_seconds: float = Field(
+        5.0,
+        ge=0.3,
+        le=300,
+        description="With a registry: a live stream's lease on its session, renewed every "
+        "third of it; a crashed worker's session is free again after at most this long.",
+    )
+    registry_timeout: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="With a registry: seconds one Redis call may take to connect or answer; "
+        "past it the request fails with 503 `registry_unavailable`.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )

@@ -13,6 +13,7 @@
      ├── ServerError               500     server_error
      ├── UpstreamError             502     upstream_error
      ├── ServiceUnavailable        503     service_unavailable
+     │    └── RegistryUnavailable  503     service_unavailable (code registry_unavailable)
      └── UpstreamTimeout           504     timeout
 
 The body is always ``{"error": {"message", "type", "param", "code"}}``.
@@ -94,6 +95,13 @@ class UpstreamError(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     type = "service_unavailable"
+
+
+class RegistryUnavailable(ServiceUnavailable):
+    """The session registry (Redis) did not answer within its timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="registry_unavailable")
 
 
 class UpstreamTimeout(ApiError):

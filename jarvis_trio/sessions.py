@@ -25,6 +25,15 @@ newest stream and are invisible to the rules. A stream whose client asked to
 be resumable and then left is *detached*, not cancelled: it goes on for
 viewers, and is cancelled like any disconnect once it has had no viewer for
 its grace period (:meth:`SessionManager._expire_detached`).
+
+Across processes (a :class:`~jarvis_trio.registry.Registry` is configured), a
+request with a session id comes with a :class:`~jarvis_trio.registry.Claim`:
+its generation. The local rules still decide first; a started stream then takes
+the session's lease (waiting, within the same join budget counted from its
+claim, for another process's stream to finish) before it reaches the model,
+renews it while it runs and releases it when it is over. A cancel message from
+a newer generation, or a renewal that finds one, cancels the stream through the
+rules like any supersede (:meth:`SessionManager._on_registry_cancel`).
 """
 
 from __future__ import annotations
@@ -39,8 +48,22 @@ import trio
 
 from jarvis_trio import logs
 from jarvis_trio.backends.base import Backend, GenerationRequest
-from jarvis_trio.errors import ApiError, ServerError, ServiceUnavailable, UpstreamTimeout
+from jarvis_trio.errors import (
+    ApiError,
+    RegistryUnavailable,
+    ServerError,
+    ServiceUnavailable,
+    UpstreamTimeout,
+)
 from jarvis_trio.outcomes import Ending, Outcome
+from jarvis_trio.registry import Claim, Registry
+from jarvis_trio.registry.fencing import (
+    Message,
+    MessageKind,
+    TakeResult,
+    must_end,
+    renew_interval,
+)
 from jarvis_trio.replay import ReplayLog, RetainedLogs
 from jarvis_trio.rules import (
     Action,
@@ -69,6 +92,9 @@ class Session:
     closed: trio.Event = field(default_factory=trio.Event)
     # The session's latest request, whose log viewers read (None without a session id).
     newest: Stream | None = None
+    # With a registry: the session's digest, and the newest generation seen here.
+    digest: str | None = None
+    newest_generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +182,11 @@ class SessionManager:
         replay_retention: float = 300.0,
         replay_retained: int = 256,
         observer: Observer | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.backend = backend
+        # None: sessions are this process's alone (the default, in-memory registry).
+        self.registry = registry
         self.observer: Observer = observer or NullObserver()
         self.join_budget = join_budget
         self.inactivity_seconds = inactivity_seconds
@@ -168,6 +197,8 @@ class SessionManager:
         self._sessions: dict[SessionKey, Session] = {}
         # Every stream the rules know of (waiting, live, dying, zombie), by id.
         self._by_id: dict[str, Session] = {}
+        # Sessions by their registry digest, for cancel messages from other processes.
+        self._by_digest: dict[str, Session] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._stopped = trio.Event()
@@ -180,6 +211,8 @@ class SessionManager:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.registry is not None:
+                    await nursery.start(self.registry.serve, self._on_registry_cancel)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -225,11 +258,13 @@ class SessionManager:
         request_id: str,
         *,
         resume_seconds: float = 0.0,
+        claim: Claim | None = None,
     ) -> Stream:
         """Admit a request: it starts now, or waits for its session's previous stream.
 
         ``resume_seconds``: if the client leaves mid-answer, the stream goes on that
         long waiting for a viewer (a refreshed page) instead of being cancelled.
+        ``claim``: its place in the session across processes (with a registry).
         """
         if self._closing or self._nursery is None:
             raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
@@ -246,7 +281,20 @@ class SessionManager:
         # allowed in X-Session-Id).
         key = (owner, session_id if session_id is not None else "\0" + stream.id)
         stream.session_key = key
+        stream.claim = claim
         session = self._sessions.get(key) or self._open_session(key, session_id)
+        if claim is not None:
+            if claim.generation < session.newest_generation:
+                # A newer request of the session was claimed (here or elsewhere) while
+                # this one's claim was on its way: latest wins, this one never starts.
+                logs.event("stream_cancelled", trace=stream.id, reason="superseded", started=False)
+                stream.reject(CancelReason.SUPERSEDED)
+                if session.rules.idle and not session.streams:
+                    self._drop_session(session)
+                return stream
+            session.newest_generation = claim.generation
+            session.digest = claim.session
+            self._by_digest[claim.session] = session
         session.streams[stream.id] = stream
         if session_id is not None:
             session.newest = stream
@@ -321,7 +369,23 @@ class SessionManager:
                 await changed.wait()
 
     async def stop(self, owner: str, session_id: str) -> StopReport:
-        """The Stop button: cancel the session's stream and join it within the budget."""
+        """The Stop button: cancel the session's stream and join it within the budget.
+
+        With a registry the Stop reaches the stream wherever it runs: it claims a
+        generation of its own (which stops older streams everywhere) and, when no
+        stream of the session runs here, waits for the lease's holder to give it back.
+        """
+        if self.registry is None:
+            return await self._stop_here(owner, session_id)
+        started = trio.current_time()
+        claim = await self.registry.claim(owner, session_id, stop=True)
+        report = await self._stop_here(owner, session_id)
+        if report.result != "nothing_live":
+            return report
+        result = await self.registry.wait_stopped(claim, claim.claimed_at + self.join_budget)
+        return StopReport(result, None, (trio.current_time() - started) * 1000)
+
+    async def _stop_here(self, owner: str, session_id: str) -> StopReport:
         session = self._sessions.get((owner, session_id))
         if session is None:
             return StopReport("nothing_live")
@@ -478,12 +542,18 @@ class SessionManager:
 
     async def _run_stream(self, session: Session, stream: Stream) -> None:
         logs.event(
-            "stream_start", trace=stream.id, session=session.label, request=stream.request_id
+            "stream_start",
+            trace=stream.id,
+            session=session.label,
+            request=stream.request_id,
+            worker=None if self.registry is None else self.registry.worker,
         )
         ending: Ending | None = None
         try:
             with stream.scope:
                 try:
+                    if stream.claim is not None:
+                        await self._take_lease(session, stream, stream.claim)
                     result = await self.backend.generate(stream.job, stream)
                 finally:
                     if stream.cancelled_at is not None:
@@ -545,6 +615,97 @@ class SessionManager:
                 # would climb through every nursery up to the lifespan's).
                 logs.log.exception("session_cleanup_failed trace=%s", stream.id)
 
+    # -- across processes (with a registry)
+
+    def _on_registry_cancel(self, message: Message) -> None:
+        """A request (or a Stop) was claimed somewhere: streams of its session with an
+        older generation are superseded (or stopped); a waiting one never starts."""
+        session = self._by_digest.get(message.session)
+        if session is None:
+            return
+        session.newest_generation = max(session.newest_generation, message.generation)
+        stopped = message.kind is MessageKind.STOP
+        reason = CancelReason.STOPPED if stopped else CancelReason.SUPERSEDED
+        now = trio.current_time()
+        for stream in list(session.streams.values()):
+            claim = stream.claim
+            if claim is not None and must_end(message, claim.generation):
+                if stream.id in (session.rules.live, session.rules.waiter):
+                    worker, by_worker = self._worker(), message.worker
+                    if stopped:
+                        logs.event(
+                            "registry_stopped", trace=stream.id, by_worker=by_worker, worker=worker
+                        )
+                    else:
+                        logs.event(
+                            "registry_superseded",
+                            trace=stream.id,
+                            by_worker=by_worker,
+                            worker=worker,
+                        )
+                self._apply(session, session.rules.cancel(stream.id, reason, now))
+
+    def _worker(self) -> str | None:
+        return None if self.registry is None else self.registry.worker
+
+    async def _take_lease(self, session: Session, stream: Stream, claim: Claim) -> None:
+        """Before the model: take the session's lease, waiting (within the join budget,
+        counted from the claim) for another process's stream to finish."""
+        assert self.registry is not None
+        started = trio.current_time()
+        result = await self.registry.take(claim, claim.claimed_at + self.join_budget)
+        waited_ms = round((trio.current_time() - started) * 1000, 1)
+        if result is TakeResult.STALE:
+            logs.event("registry_stale", trace=stream.id, worker=self._worker())
+            now = trio.current_time()
+            self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
+            await trio.lowlevel.checkpoint()  # our scope is cancelled: ends here
+            return
+        stream.lease_taken = True
+        if result is TakeResult.FORCED:
+            logs.event(
+                "prev_stream_timeout_on_cancel",
+                level=logging.WARNING,
+                session=session.label,
+                trace=stream.id,
+                remote=True,
+                waited_ms=waited_ms,
+            )
+        logs.event("lease_taken", trace=stream.id, worker=self._worker(), waited_ms=waited_ms)
+        assert session.nursery is not None
+        session.nursery.start_soon(self._keep_lease, session, stream, claim)
+
+    async def _keep_lease(self, session: Session, stream: Stream, claim: Claim) -> None:
+        """Renew the lease until the stream is released; a renewal that finds a newer
+        generation supersedes the stream (it missed the cancel message)."""
+        assert self.registry is not None
+        interval = renew_interval(self.registry.lease_seconds)
+        while not stream.lease_done.is_set():
+            with trio.move_on_after(interval):
+                await stream.lease_done.wait()
+            if stream.lease_done.is_set():
+                return
+            try:
+                current = await self.registry.renew(claim)
+            except RegistryUnavailable:
+                logs.event("lease_renew_failed", level=logging.WARNING, trace=stream.id)
+                continue
+            if not current:
+                logs.event("registry_stale", trace=stream.id, worker=self._worker())
+                now = trio.current_time()
+                self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
+                return
+
+    async def _release_lease(self, stream: Stream, claim: Claim) -> None:
+        assert self.registry is not None
+        # Also during shutdown, briefly: a lease left behind blocks the session's next
+        # request on another process until it expires.
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.registry.timeout + 1):
+            try:
+                await self.registry.release(claim)
+            except RegistryUnavailable:
+                logs.event("lease_release_failed", level=logging.WARNING, trace=stream.id)
+
     async def _cut_off_stuck_reader(self, session: Session, stream: Stream) -> None:
         """The answer is complete but its client stopped reading: after the inactivity
         time without a read, treat the client as gone (a disconnect) and release."""
@@ -578,11 +739,20 @@ class SessionManager:
         if session.streams.pop(stream.id, None) is None:
             return  # already released
         self._by_id.pop(stream.id, None)
+        if stream.lease_taken and stream.claim is not None:
+            stream.lease_done.set()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._release_lease, stream, stream.claim)
         actions = session.rules.finished(stream.id)
         self._apply(session, actions)
         if session.rules.idle:
-            if self._sessions.get(session.key) is session:
-                del self._sessions[session.key]
-                if session.newest is not None:
-                    self._retained.keep(session.key, session.newest.log, trio.current_time())
-            session.closed.set()
+            self._drop_session(session)
+
+    def _drop_session(self, session: Session) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+            if session.newest is not None:
+                self._retained.keep(session.key, session.newest.log, trio.current_time())
+        if session.digest is not None and self._by_digest.get(session.digest) is session:
+            del self._by_digest[session.digest]
+        session.closed.set()

@@ -31,6 +31,7 @@ import trio
 
 from jarvis_trio.backends.base import GenerationRequest
 from jarvis_trio.outcomes import Ending
+from jarvis_trio.registry import Claim
 from jarvis_trio.replay import ReplayLog
 from jarvis_trio.rules import CancelReason, Wait
 
@@ -93,6 +94,11 @@ class Stream:
         self.resume_seconds = resume_seconds
         # The client left and the stream goes on for viewers only (see ``detach``).
         self.detached = False
+        # With a registry: the request's place in its session across processes; the
+        # lease is taken before the model is asked, and given back once released.
+        self.claim: Claim | None = None
+        self.lease_taken = False
+        self.lease_done = trio.Event()
 
     # -- Sink (backend side)
 

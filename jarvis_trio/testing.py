@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -57,3 +58,35 @@ def running_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (for servers that need a number
+    before they start: redis-server, hypercorn with several workers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+REDIS_SERVER = "/usr/bin/redis-server"  # Debian's package; `make redis` installs it
+
+
+def redis_argv(port: int, workdir: str) -> list[str]:
+    """A throwaway redis-server on 127.0.0.1:``port`` without persistence, logging to
+    stderr (its ready line: ``Ready to accept connections``)."""
+    return [
+        REDIS_SERVER,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--logfile",
+        "/dev/stderr",
+    ]

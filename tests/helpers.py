@@ -16,6 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import trio
 
+from jarvis_trio.testing import redis_argv
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -136,3 +138,36 @@ async def stop_process(process: trio.Process, *, grace: float) -> None:
     if process.returncode is None:
         process.kill()
         await process.wait()
+
+
+async def redis_answers(port: int) -> bool:
+    """Does a Redis on 127.0.0.1:``port`` answer PING (within 1 s)?"""
+    with trio.move_on_after(1):
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            return False
+        async with stream:
+            await stream.send_all(b"PING\r\n")
+            return (await stream.receive_some(64)).startswith(b"+PONG")
+    return False
+
+
+@asynccontextmanager
+async def open_redis_server(port: int, workdir: Path) -> AsyncIterator[trio.Process]:
+    """A throwaway redis-server on 127.0.0.1:``port``, without persistence; stopped
+    (SIGTERM, then SIGKILL) on exit, also when the test fails."""
+    argv = redis_argv(port, str(workdir))
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(10):
+            while not await redis_answers(port):
+                if process.returncode is not None:
+                    raise RuntimeError(f"redis-server exited ({process.returncode})")
+                await trio.sleep(0.05)
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_process(process, grace=5)
