@@ -32,14 +32,15 @@ from jarvis_trio.errors import (
     NotFound,
     PayloadTooLarge,
     ServerError,
+    TooManyRequests,
 )
 from jarvis_trio.metrics import CONTENT_TYPE, Metrics
 from jarvis_trio.registry import Registry
-from jarvis_trio.replay import ReplayLog, parse_last_event_id
+from jarvis_trio.replay import MAX_VIEWERS, REPLAY_BATCH, ReplayLog, parse_last_event_id
 from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
-from jarvis_trio.wire import ChunkFormat, completion_for, stream_ending
+from jarvis_trio.wire import DONE, ChunkFormat, completion_for, sse, stream_ending
 
 EXIT_CALLBACKS = "jarvis.on_exit"
 
@@ -323,12 +324,26 @@ def _register_routes(app: QuartTrio) -> None:
                 param="session_id",
                 code="no_stream",
             )
+        headers = {**_SSE_HEADERS, "X-Stream-Id": log.stream_id, "X-Session-Id": session_id}
+        if log.request_id is not None:
+            headers["X-Stream-Request-Id"] = log.request_id
+        if request.method == "HEAD":  # Quart would run the body and hold a viewer's place
+            return Response("", content_type=_SSE_TYPE, headers=headers)
+        if log.viewers >= MAX_VIEWERS:
+            raise TooManyRequests(
+                f"Stream {log.stream_id} has {MAX_VIEWERS} viewers already.",
+                code="too_many_viewers",
+            )
         after = parse_last_event_id(request.headers.get("Last-Event-ID"), log.stream_id)
-        response = Response(
-            _viewer_body(log, after), content_type=_SSE_TYPE, headers=dict(_SSE_HEADERS)
-        )
+        if after and log.after(after, limit=0).truncated:
+            after = 0  # the pieces after the client's last one are gone: replay what is kept
+        # Counted for the whole exchange (the exit callback runs however it ends), so a
+        # client that leaves before the body starts is not left counted.
+        log.viewer_joined()
+        _on_exit(log.viewer_left)
+        logs.event("viewer_attached", trace=log.stream_id, after=after)
+        response = Response(_viewer_body(log, after), content_type=_SSE_TYPE, headers=headers)
         response.timeout = None
-        response.headers.update({"X-Stream-Id": log.stream_id, "X-Session-Id": session_id})
         return response
 
     @app.get("/v1/requests")
@@ -434,31 +449,32 @@ async def _sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:
 async def _viewer_body(log: ReplayLog, after: int) -> AsyncIterator[str]:
     """A viewer's copy of a stream: what was sent after ``after``, then the rest live.
 
-    Reads the log only: it never touches the stream, its session or its rules.
+    Reads the log only: it never touches the stream, its session or its rules. A
+    viewer that falls so far behind that the bound dropped pieces it had not read
+    gets an error event (``viewer_fell_behind``) instead of a silent gap.
     """
     fmt = ChunkFormat(log.stream_id, log.model, log.created)
-    log.viewer_joined()
-    logs.event("viewer_attached", trace=log.stream_id, after=after)
-    try:
-        cursor = after
-        if after == 0:
-            replay = log.after(0)
-            yield fmt.role(jarvis={"viewer": True, "replay_truncated": replay.truncated})
-        while True:
-            changed = log.changed()
-            replay = log.after(cursor)
-            if replay.pieces:
-                cursor = replay.last
-                yield "".join(
-                    fmt.content(text, replay.first + i) for i, text in enumerate(replay.pieces)
-                )
-            elif log.ending is not None:
-                break
-            else:
-                await changed.wait()
-        yield stream_ending(fmt, log.ending)
-    finally:
-        log.viewer_left()
+    cursor = after
+    if after == 0:
+        truncated = log.after(0, limit=0).truncated
+        yield fmt.role(jarvis={"viewer": True, "replay_truncated": truncated})
+    while True:
+        changed = log.changed()
+        replay = log.after(cursor, limit=REPLAY_BATCH)
+        if replay.truncated and cursor > 0:
+            message = "This viewer fell behind the replay buffer; attach again to catch up."
+            yield sse(TooManyRequests(message, code="viewer_fell_behind").body()) + DONE
+            return
+        if replay.pieces:
+            cursor = replay.last
+            yield "".join(
+                fmt.content(text, replay.first + i) for i, text in enumerate(replay.pieces)
+            )
+        elif log.ending is not None:
+            break
+        else:
+            await changed.wait()
+    yield stream_ending(fmt, log.ending)
 
 
 def _page_response(name: str) -> Response:

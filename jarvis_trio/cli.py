@@ -86,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings)
     trio.run(
         partial(
-            serve, app, settings.host, settings.port, shutdown_timeout=settings.shutdown_timeout
+            serve,
+            app,
+            settings.host,
+            settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            force_exit_after=settings.shutdown_timeout + 1.0,
         )
     )
     return 0

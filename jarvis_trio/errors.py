@@ -10,6 +10,7 @@
      ├── MethodNotAllowed          405     invalid_request_error
      ├── StreamEnded               409     superseded / stopped / disconnected
      ├── PayloadTooLarge           413     invalid_request_error
+     ├── TooManyRequests           429     rate_limit_error
      ├── ServerError               500     server_error
      ├── UpstreamError             502     upstream_error
      ├── ServiceUnavailable        503     service_unavailable
@@ -80,6 +81,11 @@ class StreamEnded(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    type = "rate_limit_error"
 
 
 class ServerError(ApiError):

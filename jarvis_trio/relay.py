@@ -133,8 +133,14 @@ async def relay_from_worker(
             if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
                 nursery.cancel_scope.cancel()  # pending pieces are dropped, never sent
     except BaseExceptionGroup as group:
-        # As in run_in_worker: callers must see a plain Cancelled, not a group of them.
-        if group.split(trio.Cancelled)[1] is None:
+        # As in run_in_worker: callers must see a plain Cancelled, not a group of them,
+        # and a plain error from the pump (the sink), as from_thread.run would give.
+        rest = group.split(trio.Cancelled)[1]
+        if rest is None:
             await trio.lowlevel.checkpoint()  # raises the pending Cancelled
+        if rest is not None and len(rest.exceptions) == 1:
+            only = rest.exceptions[0]
+            if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup):
+                raise only from None
         raise
     return result.unwrap()

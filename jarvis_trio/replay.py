@@ -12,9 +12,11 @@ A viewer is read-only: it never counts as a request, never holds its session
 and never cancels anything. It cannot slow the model either: the log is not a
 channel, the stream appends and never waits.
 
-Bounds: a log keeps at most ``limit_chars`` characters of text; past that the
-oldest pieces are dropped, and a viewer that asks for them is told so
-(``truncated``). :class:`RetainedLogs` keeps the logs of finished streams for a
+Bounds: a log keeps at most ``limit_chars`` characters of text, each piece
+counted as at least ``PIECE_COST`` characters (what a tiny piece really costs in
+memory); past that the oldest pieces are dropped, and a viewer that asks for
+them is told so (``truncated``). At most ``MAX_VIEWERS`` viewers read one log.
+:class:`RetainedLogs` keeps the logs of finished streams for a
 while (newest stream per session only), so a page refreshed just as its answer
 ended still learns how it ended.
 """
@@ -27,6 +29,13 @@ from dataclasses import dataclass
 import trio
 
 from jarvis_trio.outcomes import Ending
+
+# What one piece counts against the bound at least: its str object and its slot.
+PIECE_COST = 64
+# Viewers of one stream at once (a refreshed tab needs one; a few more for other tabs).
+MAX_VIEWERS = 8
+# Pieces a viewer gets in one write at most, so a long replay is not one huge string.
+REPLAY_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +52,19 @@ class Replay:
 
 
 class ReplayLog:
-    def __init__(self, stream_id: str, model: str, created: int, *, limit_chars: int) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        model: str,
+        created: int,
+        *,
+        limit_chars: int,
+        request_id: str | None = None,
+    ) -> None:
         self.stream_id = stream_id
+        # The X-Request-Id of the request that made the stream: a refreshed page that
+        # never saw the stream's id checks it is re-attaching to its own request.
+        self.request_id = request_id
         self.model = model
         self.created = created
         self.limit_chars = limit_chars
@@ -67,9 +87,9 @@ class ReplayLog:
         if self.ending is not None:
             return
         self._pieces.append(text)
-        self._chars += len(text)
+        self._chars += max(len(text), PIECE_COST)
         while self._chars > self.limit_chars and len(self._pieces) > 1:
-            self._chars -= len(self._pieces.popleft())
+            self._chars -= max(len(self._pieces.popleft()), PIECE_COST)
             self._first += 1
         self._notify()
 
@@ -79,10 +99,16 @@ class ReplayLog:
             self.ended_at = trio.current_time()
             self._notify()
 
-    def after(self, cursor: int) -> Replay:
-        """The pieces with sequence numbers above ``cursor`` that are still kept."""
+    def after(self, cursor: int, limit: int | None = None) -> Replay:
+        """The pieces with sequence numbers above ``cursor`` that are still kept (at most
+        ``limit`` of them)."""
         start = max(cursor + 1, self._first)
-        pieces = tuple(self._pieces[i] for i in range(start - self._first, len(self._pieces)))
+        stop = (
+            len(self._pieces)
+            if limit is None
+            else min(len(self._pieces), start - self._first + limit)
+        )
+        pieces = tuple(self._pieces[i] for i in range(start - self._first, stop))
         return Replay(start, pieces, truncated=start > cursor + 1)
 
     def changed(self) -> trio.Event:
@@ -134,16 +160,24 @@ class RetainedLogs:
 
     def get(self, key: tuple[str, str], now: float) -> ReplayLog | None:
         self._prune(now)
-        return self._logs.get(key)
+        log = self._logs.get(key)
+        if log is not None and self._expired(log, now):
+            # Kept in the order they were kept, which is not quite the order they
+            # ended: an expired log can sit behind one that has not expired yet.
+            del self._logs[key]
+            return None
+        return log
+
+    def _expired(self, log: ReplayLog, now: float) -> bool:
+        return log.ended_at is not None and now - log.ended_at >= self.retention
 
     def drop(self, key: tuple[str, str]) -> None:
         self._logs.pop(key, None)
 
     def _prune(self, now: float) -> None:
-        # Kept in the order they finished, so expired ones are at the front.
+        # Roughly in the order they ended: expired ones gather at the front.
         while self._logs:
             key, log = next(iter(self._logs.items()))
-            expired = log.ended_at is not None and now - log.ended_at >= self.retention
-            if not expired and len(self._logs) <= self.capacity:
+            if not self._expired(log, now) and len(self._logs) <= self.capacity:
                 return
             del self._logs[key]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 from functools import partial
 
 import hypercorn.trio
@@ -36,6 +38,7 @@ async def serve(
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = True,
     shutdown_timeout: float = 5.0,
+    force_exit_after: float | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM or ``shutdown_trigger``; ``started`` gets the bound URLs.
@@ -44,6 +47,11 @@ async def serve(
     joined within the budget *before* hypercorn closes connections, so each
     client gets a clean final event. The whole way out takes at most
     ``shutdown_timeout`` seconds: our shutdown, then hypercorn's grace period.
+
+    ``force_exit_after`` (for a process of its own: ``jarvis-trio serve``): if the
+    process is still here that many seconds after the shutdown began, it exits.
+    hypercorn shields its socket writes, so a client that has stopped reading can
+    hold a write, and the process, forever, after every stream has ended.
     """
     if not handle_signals and shutdown_trigger is None:
         raise ValueError("serve() needs signals or a shutdown_trigger to ever stop")
@@ -67,6 +75,10 @@ async def serve(
                 nursery.start_soon(on_signal)
             if shutdown_trigger is not None:
                 nursery.start_soon(on_trigger, shutdown_trigger)
+        if force_exit_after is not None:
+            watchdog = threading.Timer(force_exit_after, _force_exit, args=(force_exit_after,))
+            watchdog.daemon = True
+            watchdog.start()
         with trio.move_on_after(shutdown_timeout - graceful):
             await state.manager.shutdown()
 
@@ -79,3 +91,11 @@ async def serve(
         for url in binds:
             logs.event("server_listening", url=url, backend=state.backend.name)
         task_status.started(binds)
+
+
+def _force_exit(after: float) -> None:
+    """Runs in the watchdog thread: every stream was ended already; what is left is a
+    socket write to a client that reads nothing."""
+    logs.event("shutdown_forced", level=logging.WARNING, after_seconds=after)
+    logging.shutdown()
+    os._exit(0)

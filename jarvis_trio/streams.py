@@ -89,7 +89,9 @@ class Stream:
         self.on_reader_done: Callable[[Stream], None] | None = None
         self.on_first_token: Callable[[float], None] | None = None
         self.cancelled_at: float | None = None
-        self.log = ReplayLog(self.id, job.model, self.created, limit_chars=replay_chars)
+        self.log = ReplayLog(
+            self.id, job.model, self.created, limit_chars=replay_chars, request_id=request_id
+        )
         # How long a stream whose client left waits for a viewer (0: cancel at once).
         self.resume_seconds = resume_seconds
         # The client left and the stream goes on for viewers only (see ``detach``).

@@ -77,7 +77,8 @@ class ChunkFormat:
         Built once per stream: the hot path then encodes only the piece itself.
         """
         data = sse(self._chunk([self._choice({"content": _MARKER}, None)]))
-        before, after = data.split(json.dumps(_MARKER))
+        # The last one: a model name may hold the marker too, but nothing after the content.
+        before, after = data.rsplit(json.dumps(_MARKER), 1)
         return before, after
 
     def content(self, text: str, seq: int | None = None) -> str:

@@ -246,3 +246,37 @@ async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
     for last_chunk, done in endings:
         assert last_chunk["choices"][0]["finish_reason"] == "shutdown"
         assert done == "[DONE]"
+
+
+@deadline(40)
+async def test_sigterm_exits_even_when_clients_stopped_reading() -> None:
+    """Found in review: hypercorn shields its socket writes, so a client that reads
+    nothing held a write, and the process, forever after SIGTERM. The watchdog of
+    `jarvis-trio serve` ends the process once the shutdown's time is up."""
+    argv = [str(BIN / "jarvis-trio"), "serve", "--port", "0", "--backend", "sim"]
+    env = {"JARVIS_SHUTDOWN_TIMEOUT": "1", "JARVIS_SIM_TOKENS_PER_SECOND": "2000"}
+    async with open_server_process(argv, SERVE_READY, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        body = b'{"messages":[{"role":"user","content":"Long essay about AI"}],"stream":true}'
+        stuck = []
+        for i in range(5):
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            await sock.connect(("127.0.0.1", port))
+            request = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Session-Id: stuck-{i}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            await sock.send(request.encode() + body)
+            stuck.append(sock)  # and never read from
+        await trio.sleep(1.5)  # every answer is written (600 tokens at 2,000/s) or stuck
+        started = trio.current_time()
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            code = await server.process.wait()
+        took = trio.current_time() - started
+        for sock in stuck:
+            sock.close()
+    assert code == 0
+    assert took < 1 + 1 + 2  # the shutdown's 1 s, the watchdog's 1 s, a loaded machine
+    assert "shutdown_forced" in "\n".join(server.output)

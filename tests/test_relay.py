@@ -132,3 +132,22 @@ async def test_a_cancel_reaches_the_caller_as_a_plain_cancelled() -> None:
         await trio.to_thread.run_sync(started.wait)
         nursery.cancel_scope.cancel()
     assert seen == [trio.Cancelled]
+
+
+class FailingSink(ListSink):
+    async def send(self, text: str) -> None:
+        raise UpstreamError("the sink failed", code="upstream_error")
+
+
+@deadline(10)
+async def test_an_error_of_the_sink_reaches_the_caller_plain() -> None:
+    """Found in review: it came out wrapped in an ExceptionGroup, which ``except ApiError``
+    in the session glue would miss."""
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(1000):
+            relay.put(str(i))
+            token.raise_if_cancelled()
+
+    with pytest.raises(UpstreamError, match="the sink failed"):
+        await relay_from_worker(produce, FailingSink())

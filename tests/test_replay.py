@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from jarvis_trio.outcomes import Ending, Outcome
-from jarvis_trio.replay import Replay, ReplayLog, RetainedLogs, parse_last_event_id
+from jarvis_trio.replay import PIECE_COST, Replay, ReplayLog, RetainedLogs, parse_last_event_id
 from jarvis_trio.rules import CancelReason
 
 
@@ -29,17 +29,25 @@ def test_pieces_are_numbered_from_one_and_read_after_a_cursor() -> None:
 
 
 def test_the_bound_drops_the_oldest_pieces_and_says_so() -> None:
-    log = log_of("aaaa", "bbbb", "cccc", "dddd", limit=10)
+    big = "x" * 100
+    log = log_of("a" + big, "b" + big, "c" + big, "d" + big, limit=250)
     assert log.count == 4
     replay = log.after(0)
-    assert replay.pieces == ("cccc", "dddd")  # 8 characters kept of 16
+    assert replay.pieces == ("c" + big, "d" + big)  # 202 characters kept of 404
     assert (replay.first, replay.truncated) == (3, True)
-    assert log.after(2) == Replay(3, ("cccc", "dddd"), truncated=False)
+    assert log.after(2) == Replay(3, ("c" + big, "d" + big), truncated=False)
+    assert log.after(0, limit=1).pieces == ("c" + big,)
+    assert log.after(0, limit=0) == Replay(3, (), truncated=True)
+
+
+def test_tiny_pieces_count_as_their_memory_not_their_length() -> None:
+    log = log_of(*"abcdefghij", limit=5 * PIECE_COST)
+    assert log.after(0).pieces == tuple("fghij")
 
 
 def test_a_piece_larger_than_the_bound_is_still_kept() -> None:
-    log = log_of("x" * 50, limit=10)
-    assert log.after(0).pieces == ("x" * 50,)
+    log = log_of("x" * 500, limit=100)
+    assert log.after(0).pieces == ("x" * 500,)
 
 
 async def test_the_end_is_final_and_later_pieces_are_ignored() -> None:
@@ -132,3 +140,13 @@ def test_a_retention_of_zero_keeps_nothing() -> None:
     for retained in (RetainedLogs(retention=0, capacity=5), RetainedLogs(retention=5, capacity=0)):
         retained.keep(("o", "s"), ended_log(at=0.0), now=0.0)
         assert retained.get(("o", "s"), now=0.0) is None
+
+
+def test_an_expired_log_behind_a_fresh_one_is_not_served() -> None:
+    """Found in review: logs are kept in the order they were kept, not quite the order
+    they ended, so expiry is checked per log too."""
+    retained = RetainedLogs(retention=300, capacity=5)
+    retained.keep(("o", "late"), ended_log(at=100.0), now=100.0)
+    retained.keep(("o", "early"), ended_log(at=0.0), now=101.0)  # ended first, kept last
+    assert retained.get(("o", "early"), now=305.0) is None
+    assert retained.get(("o", "late"), now=305.0) is not None

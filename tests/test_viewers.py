@@ -8,14 +8,17 @@ refreshed page can re-attach.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 import httpx
 import pytest
 
+from jarvis_trio.app import _viewer_body
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest
 from jarvis_trio.backends.sim import MODEL_ID, sim_pieces
+from jarvis_trio.replay import MAX_VIEWERS, ReplayLog
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
 
@@ -254,3 +257,77 @@ async def test_the_chat_page_and_its_assets_are_served(client: httpx.AsyncClient
     missing = await client.get("/static/../app.py")
     assert missing.status_code == 404
     assert (await client.get("/static/secret.py")).json()["error"]["code"] == "not_found"
+
+
+@deadline(20)
+async def test_head_answers_the_headers_and_holds_nothing(
+    server: RunningServer, client: httpx.AsyncClient
+) -> None:
+    """Found in review: Quart runs a GET body for HEAD, which held a viewer's place."""
+    headers = {"X-Session-Id": "head-1", "X-Request-Id": "req-head-1"}
+    async with client.stream("POST", CHAT, json=body(), headers=headers) as r:
+        events = sse_events(r)
+        await events.__anext__()
+        head = await client.head("/v1/sessions/head-1/stream")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["x-stream-id"] == r.headers["x-stream-id"]
+        assert head.headers["x-stream-request-id"] == "req-head-1"
+        log = server.manager.watch("anonymous", "head-1")
+        assert log is not None and log.viewers == 0
+
+
+@deadline(20)
+async def test_a_stream_takes_a_bounded_number_of_viewers(
+    server: RunningServer, client: httpx.AsyncClient
+) -> None:
+    async with client.stream("POST", CHAT, json=body(), headers={"X-Session-Id": "many"}) as r:
+        events = sse_events(r)  # kept referenced: a collected one would close the connection
+        await events.__anext__()
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(MAX_VIEWERS):
+                viewer = await stack.enter_async_context(
+                    client.stream("GET", "/v1/sessions/many/stream")
+                )
+                assert viewer.status_code == 200
+            refused = await client.get("/v1/sessions/many/stream")
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "too_many_viewers"
+        # Each viewer's place is given back when its exchange ends.
+        await eventually(lambda: (server.manager.watch("anonymous", "many") or _NoLog).viewers == 0)
+        again = await client.head("/v1/sessions/many/stream")
+        assert again.status_code == 200
+
+
+class _NoLog:
+    viewers = -1
+
+
+@deadline(20)
+async def test_resuming_past_the_bound_replays_what_is_kept_and_says_so(
+    start_server: StartServer,
+) -> None:
+    """Found in review: a resume whose next pieces were dropped left a silent gap."""
+    server = await start_server(replay_buffer_chars=10 * 64)  # ten (short) pieces
+    async with server.client() as client:
+        done = await client.post(CHAT, json=body(max_tokens=40), headers={"X-Session-Id": "bound"})
+        stream_id = done.headers["x-stream-id"]
+        resume = {"Last-Event-ID": f"{stream_id}:3"}
+        async with client.stream("GET", "/v1/sessions/bound/stream", headers=resume) as viewer:
+            watched = await event_ids(viewer)
+    assert watched[0][0] == f"{stream_id}:0"
+    assert watched[0][1]["jarvis"] == {"viewer": True, "replay_truncated": True}
+    assert [i for i, _ in watched[1:-2]] == [f"{stream_id}:{n}" for n in range(31, 41)]
+
+
+async def test_a_viewer_that_falls_behind_the_bound_gets_an_error_not_a_gap() -> None:
+    log = ReplayLog("chatcmpl-1", "m", 1, limit_chars=10 * 64)
+    log.append("a")
+    viewer = _viewer_body(log, 0)
+    assert '"role":"assistant"' in await viewer.__anext__()
+    assert '"content":"a"' in await viewer.__anext__()
+    for i in range(30):  # the viewer reads nothing while thirty pieces go by
+        log.append(str(i))
+    event = await viewer.__anext__()
+    assert '"code":"viewer_fell_behind"' in event and event.endswith("data: [DONE]\n\n")
+    with pytest.raises(StopAsyncIteration):
+        await viewer.__anext__()

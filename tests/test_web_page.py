@@ -249,3 +249,34 @@ def test_an_error_is_shown_on_the_answer(server: str, page: Page) -> None:
     answer = answers(page).nth(0)
     expect(answer).to_have_attribute("data-status", "error")
     expect(answer.locator(".error")).to_contain_text("X-Session-Id")
+
+
+def test_a_refresh_before_the_prompt_was_taken_never_shows_another_answer(
+    server: str, page: Page
+) -> None:
+    """Found in review: a turn saved before its stream id came back adopted whatever the
+    session's newest stream was (an earlier turn's answer)."""
+    page.goto(server)
+    send(page, SHORT)
+    first = answers(page).nth(0)
+    expect(first).to_have_attribute("data-status", "done")
+    away_and_back(
+        page,
+        server,
+        """() => {
+            const saved = JSON.parse(sessionStorage.getItem(STORE));
+            saved.turns[1].status = "streaming";  // an older answer left streaming
+            saved.turns.push({role: "user", text: "a prompt the server never saw"});
+            saved.turns.push({role: "assistant", text: "", status: "streaming", streamId: null,
+                seq: 0, tokens: 0, sentAt: Date.now(), ttftMs: null, firstAt: null,
+                lastAt: null, error: "", lastEventId: null, requestId: "web-never-sent"});
+            sessionStorage.setItem(STORE, JSON.stringify(saved));
+        }""",
+    )
+    first, lost = answers(page).nth(0), answers(page).nth(1)
+    expect(lost).to_have_attribute("data-status", "error")
+    expect(lost.locator(".error")).to_contain_text("lost in the refresh")
+    assert text_of(lost) == ""
+    expect(first).to_have_attribute("data-status", "superseded")  # only the newest is live
+    assert text_of(first) == expected_answer(SHORT)
+    expect(page.get_by_test_id("stop-button")).to_be_disabled()

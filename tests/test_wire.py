@@ -110,3 +110,9 @@ def test_the_content_template_encodes_any_text_like_the_full_chunk(text: str) ->
     slow = sse(FMT._chunk([FMT._choice({"content": text}, None)]))
     assert fast == slow
     assert FMT.content(text, 3) == f"id: chatcmpl-1:3\n{slow}"
+
+
+def test_a_model_name_holding_the_template_marker_cannot_break_the_template() -> None:
+    fmt = ChunkFormat("chatcmpl-1", "\x00content\x00", 1)
+    chunk = events(fmt.content("hi"))[0]
+    assert chunk["model"] == "\x00content\x00" and chunk["choices"][0]["delta"] == {"content": "hi"}

@@ -30,13 +30,16 @@ function loadState() {
     saved = null;
   }
   if (saved && typeof saved.sessionId === "string" && Array.isArray(saved.turns)) {
+    const streaming = saved.turns.filter((t) => t.role === "assistant" && t.status === "streaming");
     for (const turn of saved.turns) turn.stopping = false; // a Stop cut short by the refresh
+    // Only the newest answer can still be live: a newer prompt supersedes the older ones.
+    for (const turn of streaming.slice(0, -1)) turn.status = "superseded";
     return saved;
   }
-  return { sessionId: newSessionId(), apiKey: "", turns: [] };
+  return { sessionId: newId(), apiKey: "", turns: [] };
 }
 
-function newSessionId() {
+function newId() {
   const bytes = new Uint8Array(8);
   crypto.getRandomValues(bytes);
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -252,6 +255,7 @@ async function send(prompt) {
   const turn = {
     role: "assistant", text: "", status: "streaming", streamId: null, seq: 0, tokens: 0,
     sentAt: Date.now(), ttftMs: null, firstAt: null, lastAt: null, error: "", lastEventId: null,
+    requestId: newId(), // tells this turn's stream apart if a refresh comes before its id
   };
   state.turns.push(turn);
   render(user);
@@ -264,6 +268,7 @@ async function send(prompt) {
         ...authHeaders(),
         "Content-Type": "application/json",
         "X-Session-Id": state.sessionId,
+        "X-Request-Id": turn.requestId,
         "X-Jarvis-Resume-Seconds": RESUME_SECONDS,
       },
       body: JSON.stringify({ messages, stream: true }),
@@ -335,6 +340,12 @@ async function reattach(turn) {
     await response.body.cancel();
     return finish(turn, "error", "This answer ended while the page was away.");
   }
+  if (!turn.streamId && response.headers.get("X-Stream-Request-Id") !== turn.requestId) {
+    // The refresh came before the server took this prompt: the session's newest stream
+    // is an earlier turn's, never to be shown as this one.
+    await response.body.cancel();
+    return finish(turn, "error", "The prompt was lost in the refresh; send it again.");
+  }
   turn.streamId = streamId;
   changed(turn);
   await consume(turn, response);
@@ -358,6 +369,10 @@ async function checkAccess() {
 
 // -- wiring
 
+window.addEventListener("pageshow", (event) => {
+  // Restored from the back/forward cache: its streams were cut when it was hidden.
+  if (event.persisted) location.reload();
+});
 window.addEventListener("pagehide", () => {
   unloading = true;
   save();
@@ -388,7 +403,7 @@ document.addEventListener("DOMContentLoaded", () => {
       // The old chat's answer is not ours to show any more: stop it, don't wait.
       fetch(cancelUrl(state.sessionId), { method: "POST", headers: authHeaders() }).catch(() => {});
     }
-    state.sessionId = newSessionId();
+    state.sessionId = newId();
     state.turns = [];
     save();
     renderAll();
