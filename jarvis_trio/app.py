@@ -398,6 +398,8 @@ def _register_routes(app: QuartTrio) -> None:
         registry = st.manager.registry
         claim = None
         if registry is not None and session_id is not None:
+            # A closing server must not supersede the session everywhere, then refuse.
+            st.manager.check_accepting()
             # Across processes: take the session's next generation (cancelling older
             # streams everywhere), and a label every process gives this owner.
             claim = await registry.claim(g.owner, session_id)

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
 
         return normalize_ollama_url(value)
 
+    @field_validator("registry_url", "upstream_url", "upstream_api_key", "default_model")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # JARVIS_REGISTRY_URL= (as `${REDIS_URL:-}` gives) means "not set", not "".
+        return value or None
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

@@ -250,6 +250,11 @@ class SessionManager:
 
     # -- requests
 
+    def check_accepting(self) -> None:
+        """Raise the 503 a request gets while the server is shutting down."""
+        if self._closing or self._nursery is None:
+            raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
+
     def submit(
         self,
         owner: str,
@@ -266,8 +271,7 @@ class SessionManager:
         long waiting for a viewer (a refreshed page) instead of being cancelled.
         ``claim``: its place in the session across processes (with a registry).
         """
-        if self._closing or self._nursery is None:
-            raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
+        self.check_accepting()
         stream = Stream(
             job=job,
             session_id=session_id,
@@ -653,6 +657,9 @@ class SessionManager:
         counted from the claim) for another process's stream to finish."""
         assert self.registry is not None
         started = trio.current_time()
+        # Set before the take: if it is cancelled (or times out) after Redis ran it, the
+        # release still happens (it deletes the lease only if it is this generation's).
+        stream.lease_taken = True
         result = await self.registry.take(claim, claim.claimed_at + self.join_budget)
         waited_ms = round((trio.current_time() - started) * 1000, 1)
         if result is TakeResult.STALE:
@@ -661,7 +668,6 @@ class SessionManager:
             self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
             await trio.lowlevel.checkpoint()  # our scope is cancelled: ends here
             return
-        stream.lease_taken = True
         if result is TakeResult.FORCED:
             logs.event(
                 "prev_stream_timeout_on_cancel",
@@ -680,6 +686,7 @@ class SessionManager:
         generation supersedes the stream (it missed the cancel message)."""
         assert self.registry is not None
         interval = renew_interval(self.registry.lease_seconds)
+        renewed_at = trio.current_time()
         while not stream.lease_done.is_set():
             with trio.move_on_after(interval):
                 await stream.lease_done.wait()
@@ -689,7 +696,18 @@ class SessionManager:
                 current = await self.registry.renew(claim)
             except RegistryUnavailable:
                 logs.event("lease_renew_failed", level=logging.WARNING, trace=stream.id)
+                if trio.current_time() - renewed_at >= 2 * interval:
+                    # Cut off from Redis for two renewals: the lease may expire before we
+                    # can renew it, and a newer request elsewhere may then take the
+                    # session. Stop first (self-fencing), as a stream superseded.
+                    logs.event("registry_stale", trace=stream.id, worker=self._worker())
+                    now = trio.current_time()
+                    self._apply(
+                        session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now)
+                    )
+                    return
                 continue
+            renewed_at = trio.current_time()
             if not current:
                 logs.event("registry_stale", trace=stream.id, worker=self._worker())
                 now = trio.current_time()

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jarvis_trio.config import Settings
 from jarvis_trio.registry.fencing import (
     CHANNEL,
     MAX_MESSAGE_CHARS,
@@ -140,3 +141,14 @@ def test_a_waiter_looks_again_soon_but_never_past_its_deadline() -> None:
     assert next_look(now=11.95, deadline=12.0) == 12.0
     assert not must_force(now=11.99, deadline=12.0)
     assert must_force(now=12.0, deadline=12.0)
+
+
+def test_a_message_with_odd_digits_is_not_ours() -> None:
+    """Found in review: '²' passed str.isdigit() and int() then killed the listener."""
+    assert decode("cancel abc \u00b2 w") is None
+    assert decode("cancel abc " + "9" * 40 + " w") is None
+    assert decode(b"\xff\xfe") is None
+
+
+def test_an_empty_registry_url_means_in_memory() -> None:
+    assert Settings(registry_url="").registry_url is None

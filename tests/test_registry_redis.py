@@ -23,8 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_py
 import trio
 
+from jarvis_trio.registry.redis import RedisRegistry
 from jarvis_trio.testing import REDIS_SERVER, free_port
 from tests.helpers import (
     ServerProcess,
@@ -331,14 +333,16 @@ async def test_redis_stopped_mid_run_gives_clear_errors_then_service_comes_back(
     tmp_path: Path,
 ) -> None:
     async with open_stack(tmp_path) as stack:
-        env = gateway_env(stack.redis_port, stack.sim.url)
+        # A short lease, so that a live stream's renewals fail twice within the outage.
+        env = gateway_env(stack.redis_port, stack.sim.url, JARVIS_REGISTRY_LEASE_SECONDS="1.5")
         async with (
             open_hypercorn(env) as server,
             httpx.AsyncClient(base_url=server.url, timeout=10) as client,
         ):
             stack.gateways.append(server)
             assert (await post_session(client, "before")).status_code == 200
-            # A stream that is live while Redis goes away and comes back.
+            # A stream that is live while Redis goes away: it cannot renew its lease, so
+            # it stops (another process may have started the session again).
             live_body = {"model": MODEL + "+tokens=500", "prompt": "L", "stream": True}
             async with (
                 httpx.AsyncClient(base_url=server.url, timeout=10) as live_client,
@@ -362,6 +366,8 @@ async def test_redis_stopped_mid_run_gives_clear_errors_then_service_comes_back(
                     assert down.json()["error"]["type"] == "service_unavailable"
                 # Requests without a session never touch Redis.
                 assert (await post_session(client, None)).status_code == 200
+                with trio.fail_after(10):
+                    rest = [e async for e in live_events]
 
                 async with open_redis_server(stack.redis_port, tmp_path):
                     back: list[int] = []
@@ -373,15 +379,36 @@ async def test_redis_stopped_mid_run_gives_clear_errors_then_service_comes_back(
                                 break
                             await trio.sleep(0.2)
                     assert back[-1] == 200, back
-                    rest = [e async for e in live_events]
                     stats = stack.sim_stats()
     assert set(back) <= {200, 503}
-    # The live stream went on through the outage and the restart, to its natural end.
-    assert finish_reason(rest) == "stop", rest[-3:]
-    pieces = [
-        e
-        for e in rest
-        if isinstance(e, dict) and e["choices"] and e["choices"][0]["delta"].get("content")
-    ]
-    assert len(pieces) + 1 == 500  # every token: the first one was read before the outage
+    # Found in review: it used to stream on for good, also when only this process had
+    # lost Redis and another one had taken the session. It stops before its lease ends.
+    assert finish_reason(rest) == "superseded", rest[-3:]
+    assert re.search(r"registry_stale trace=\S+", stack.log()), "no self-fencing logged"
     assert max(stats["session_peak"].values()) == 1, stats
+
+
+@deadline(30)
+async def test_after_redis_lost_its_data_every_process_agrees_on_the_secret_again(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a process that had cached the shared secret kept it after a
+    FLUSHALL while a new process seeded another one, so the two fenced one session
+    under two digests (two live streams, for good)."""
+    port = free_port()
+    async with open_redis_server(port, tmp_path):
+        url = f"redis://127.0.0.1:{port}/0"
+        old = RedisRegistry(url, lease_seconds=5, timeout=0.5, worker="old")
+        before = await old.claim("owner", "s")
+        redis_py.Redis(port=port).flushall()
+        new = RedisRegistry(url, lease_seconds=5, timeout=0.5, worker="new")
+        from_new = await new.claim("owner", "s")  # seeds a secret of its own
+        from_old = await old.claim("owner", "s")  # finds it, adopts it, claims again
+        assert from_new.session == from_old.session != before.session
+        assert from_old.generation > from_new.generation
+        assert from_new.owner_label == from_old.owner_label
+        # And a take that never had to wait leaves no waiter entry behind.
+        assert await old.take(from_old, trio.current_time() + 1) is not None
+        assert old._freed == {} and not old._freed_waiters
+        await old.aclose()
+        await new.aclose()

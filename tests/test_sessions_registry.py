@@ -14,7 +14,9 @@ import pytest
 import trio
 import trio.testing
 
+from jarvis_trio.errors import RegistryUnavailable
 from jarvis_trio.outcomes import Outcome
+from jarvis_trio.registry import Claim
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
 from tests.fakes import FakeBackend, FakeLease, FakeRegistry, FakeRegistryHub, job
@@ -172,3 +174,38 @@ async def test_stop_on_another_process_stops_the_stream_and_waits_for_it(
         e.startswith(f"registry_stopped trace={a.id} by_worker=w1 worker=w0")
         for e in events(caplog)
     )
+
+
+class CutOffRegistry(FakeRegistry):
+    """A process that has lost Redis: every renewal fails, as a timeout would."""
+
+    cut_off = False
+
+    async def renew(self, claim: Claim) -> bool:
+        if self.cut_off:
+            await trio.sleep(0.5)  # the call's timeout
+            raise RegistryUnavailable("cut off")
+        return await super().renew(claim)
+
+
+async def test_a_stream_cut_off_from_the_registry_stops_before_its_lease_can_expire(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a stream whose renewals failed streamed on forever, also after
+    a newer request on another process had taken the session."""
+    hub = FakeRegistryHub(round_trip=ROUND_TRIP)
+    registry = CutOffRegistry(hub, "w0")
+    manager = SessionManager(FakeBackend(), registry=registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        a = await request(manager, "A")
+        registry.cut_off = True
+        cut_at = trio.current_time()
+        _, ending = await a.collect()
+        stopped_after = trio.current_time() - cut_at
+        await manager.shutdown()
+    lease = registry.lease_seconds
+    assert ending.outcome is Outcome.SUPERSEDED
+    # Two failed renewals (a third of the lease apart, each 0.5 s): before the lease ends.
+    assert stopped_after < lease
+    assert any(e.startswith(f"registry_stale trace={a.id}") for e in events(caplog))

@@ -50,6 +50,8 @@ GENERATION_TTL_MS = 24 * 3600 * 1000
 POLL_SECONDS = 0.1
 # Messages longer than this are not ours.
 MAX_MESSAGE_CHARS = 256
+# A generation is microseconds since 1970 plus claims: 16 digits now; 19 fit in 64 bits.
+MAX_GENERATION_DIGITS = 19
 
 
 class MessageKind(enum.StrEnum):
@@ -122,7 +124,10 @@ def decode(raw: str | bytes) -> Message | None:
         parsed_kind = MessageKind(kind)
     except ValueError:
         return None
-    if not session or not worker or not generation.isdigit():
+    # isascii: str.isdigit() also takes digits such as '²', which int() refuses.
+    if not session or not worker or not (generation.isascii() and generation.isdigit()):
+        return None
+    if len(generation) > MAX_GENERATION_DIGITS:
         return None
     return Message(parsed_kind, session, int(generation), worker)
 

@@ -24,9 +24,11 @@ and live streams find out at their next renewal.
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis
@@ -62,10 +64,17 @@ T = TypeVar("T")
 # ('cancel' for a request, 'stop' for a Stop). Replies the generation, and whether a
 # stream held the session's lease at that moment.
 # The generation only grows: +1, floored at Redis's clock in microseconds, so it keeps
-# growing after a restart that lost the counter. The secret is re-seeded (NX) so that
-# processes keep agreeing on digests after such a restart.
+# growing after a restart that lost the counter. The secret is re-seeded so that
+# processes keep agreeing on digests after such a restart; if another process re-seeded
+# it first with a secret of its own, the reply is {'', 0, its secret}: the caller adopts
+# it and claims again, so every new claim agrees on the session's digest.
 CLAIM_SCRIPT = """
-redis.call('SET', KEYS[2], ARGV[5], 'NX')
+local stored = redis.call('GET', KEYS[2])
+if not stored then
+  redis.call('SET', KEYS[2], ARGV[5])
+elseif stored ~= ARGV[5] then
+  return {'', 0, stored}
+end
 local now = redis.call('TIME')
 local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
@@ -131,10 +140,12 @@ class RedisRegistry:
         # The subscriber's thread is never one of the calls': a burst of calls cannot
         # keep the subscription from running.
         self._listener_limiter = trio.CapacityLimiter(1)
-        # Invariant: set once, from Redis; every digest and label derives from it.
+        # Invariant: from Redis; every digest and label derives from it. Replaced only
+        # when a claim finds that Redis (after losing its data) holds another one.
         self._secret: str | None = None
         # Waiters for a session's ``finished`` message, by digest; replaced once set.
         self._freed: dict[str, trio.Event] = {}
+        self._freed_waiters: collections.Counter[str] = collections.Counter()
         # The listener's thread holds a subscription now (True until a first attempt
         # failed, so that the first failure is logged, and only it).
         self.subscribed = True
@@ -166,14 +177,23 @@ class RedisRegistry:
         return self._secret
 
     async def claim(self, owner: str, session_id: str, *, stop: bool = False) -> Claim:
-        secret = await self._shared_secret()
-        digest = session_digest(secret.encode(), owner, session_id)
-        keys = keys_for(digest)
-        kind = MessageKind.STOP if stop else MessageKind.CANCEL
-        args: list[str | int] = [GENERATION_TTL_MS, CHANNEL, digest, self.worker, secret, kind]
-        claim_keys = [keys.generation, SECRET_KEY, keys.lease]
-        reply = await self._call(lambda: self._claim(keys=claim_keys, args=args))
-        generation, held = cast(list[Any], reply)
+        for _ in range(2):  # a second pass only after adopting another process's secret
+            secret = await self._shared_secret()
+            digest = session_digest(secret.encode(), owner, session_id)
+            keys = keys_for(digest)
+            kind = MessageKind.STOP if stop else MessageKind.CANCEL
+            args: list[str | int] = [GENERATION_TTL_MS, CHANNEL, digest, self.worker, secret, kind]
+            claim_keys = [keys.generation, SECRET_KEY, keys.lease]
+            call = partial(self._claim, keys=claim_keys, args=args)
+            reply = cast(list[Any], await self._call(call))
+            if len(reply) == 2:
+                break
+            # Redis lost its data and another process seeded a new secret before us.
+            logs.event("registry_secret_changed", level=logging.WARNING, worker=self.worker)
+            self._secret = str(reply[2])
+        else:
+            raise RegistryUnavailable("The session registry's shared secret keeps changing.")
+        generation, held = reply
         return Claim(
             session=digest,
             generation=int(generation),
@@ -210,14 +230,23 @@ class RedisRegistry:
         # Bounded: each pass either ends or waits until the next look, and past the
         # deadline the take is forced, which always ends.
         waited = False
-        while True:
-            freed = self._freed.setdefault(claim.session, trio.Event())
-            result = await self._try_take(claim, must_force(trio.current_time(), deadline))
-            if result is not TakeResult.BUSY:
-                return result, waited
-            waited = True
-            with trio.move_on_at(next_look(trio.current_time(), deadline)):
-                await freed.wait()
+        self._freed_waiters[claim.session] += 1
+        try:
+            while True:
+                freed = self._freed.setdefault(claim.session, trio.Event())
+                result = await self._try_take(claim, must_force(trio.current_time(), deadline))
+                if result is not TakeResult.BUSY:
+                    return result, waited
+                waited = True
+                with trio.move_on_at(next_look(trio.current_time(), deadline)):
+                    await freed.wait()
+        finally:
+            # Invariant: an entry of _freed exists only while someone waits on it, so a
+            # take that never waited, or whose "finished" never came, leaves nothing.
+            self._freed_waiters[claim.session] -= 1
+            if not self._freed_waiters[claim.session]:
+                del self._freed_waiters[claim.session]
+                self._freed.pop(claim.session, None)
 
     async def renew(self, claim: Claim) -> bool:
         return await self._try_take(claim, force=False) is not TakeResult.STALE
@@ -278,10 +307,14 @@ class RedisRegistry:
             logs.event("registry_subscribed", worker=self.worker)  # logging is thread safe
             while True:
                 trio.from_thread.check_cancelled()
-                raw: dict[str, Any] | None = pubsub.get_message(timeout=SUBSCRIBE_POLL_SECONDS)
-                if raw is None or raw.get("type") != "message":
+                try:
+                    raw: dict[str, Any] | None = pubsub.get_message(timeout=SUBSCRIBE_POLL_SECONDS)
+                    message = decode(raw["data"]) if raw and raw.get("type") == "message" else None
+                except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+                    # Anyone who can publish on the channel can send anything: one bad
+                    # message costs itself, never the subscription (or the worker).
+                    logs.event("registry_message_failed", level=logging.WARNING, worker=self.worker)
                     continue
-                message = decode(raw["data"])
                 if message is not None:
                     trio.from_thread.run_sync(deliver, message)
         finally:
