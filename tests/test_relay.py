@@ -58,9 +58,13 @@ async def test_a_held_sink_holds_the_thread_at_the_limit() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(relay_from_worker, produce, sink)
-        await trio.sleep(0.3)  # real time: the thread runs as far as it can
+        # Until the thread is held: no put has returned for 0.1 s (bounded by the deadline).
+        last = -1
+        while put < RELAY_LIMIT or put != last:
+            last = put
+            await trio.sleep(0.1)
         # The pump took one batch and waits in send; the thread filled the relay again.
-        assert RELAY_LIMIT <= put <= 2 * RELAY_LIMIT
+        assert RELAY_LIMIT < put <= 2 * RELAY_LIMIT
         gate.set()
     assert sink.got == [str(i) for i in range(100)]
 
