@@ -186,6 +186,7 @@ def _registry_from(settings: Settings) -> Registry | None:
         lease_seconds=settings.registry_lease_seconds,
         timeout=settings.registry_timeout,
         worker=str(os.getpid()),
+        secret=settings.registry_secret,
     )
 
 

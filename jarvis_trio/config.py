@@ -142,6 +142,13 @@ class Settings(BaseSettings):
         description="With a registry: a live stream's lease on its session, renewed every "
         "third of it; a crashed worker's session is free again after at most this long.",
     )
+    registry_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="With a registry: the secret every gateway derives session digests and "
+        "upstream labels from (the same on all, 16+ characters). Empty: a random one kept in "
+        "Redis, re-seeded after Redis loses its data.",
+    )
     registry_timeout: float = Field(
         0.5,
         gt=0,
@@ -168,9 +175,16 @@ class Settings(BaseSettings):
 
         return normalize_ollama_url(value)
 
-    @field_validator("registry_url", "upstream_url", "upstream_api_key", "default_model")
+    @field_validator(
+        "registry_url",
+        "registry_secret",
+        "upstream_url",
+        "upstream_api_key",
+        "default_model",
+        mode="before",
+    )
     @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
+    def _empty_is_unset(cls, value: object) -> object:
         # JARVIS_REGISTRY_URL= (as `${REDIS_URL:-}` gives) means "not set", not "".
         return value or None
 

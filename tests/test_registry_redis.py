@@ -26,6 +26,7 @@ import pytest
 import redis as redis_py
 import trio
 
+from jarvis_trio.errors import RegistryUnavailable
 from jarvis_trio.registry.redis import RedisRegistry
 from jarvis_trio.testing import REDIS_SERVER, free_port
 from tests.helpers import (
@@ -412,3 +413,23 @@ async def test_after_redis_lost_its_data_every_process_agrees_on_the_secret_agai
         assert old._freed == {} and not old._freed_waiters
         await old.aclose()
         await new.aclose()
+
+
+@deadline(30)
+async def test_a_configured_secret_survives_redis_losing_its_data(tmp_path: Path) -> None:
+    port = free_port()
+    secret = "s" * 32
+    async with open_redis_server(port, tmp_path):
+        url = f"redis://127.0.0.1:{port}/0"
+        one = RedisRegistry(url, lease_seconds=5, timeout=0.5, worker="one", secret=secret)
+        before = await one.claim("owner", "s")
+        redis_py.Redis(port=port).flushall()
+        two = RedisRegistry(url, lease_seconds=5, timeout=0.5, worker="two", secret=secret)
+        after = await two.claim("owner", "s")
+        assert after.session == before.session == (await one.claim("owner", "s")).session
+        # A gateway configured with another secret is refused, loudly, not fenced apart.
+        other = RedisRegistry(url, lease_seconds=5, timeout=0.5, worker="x", secret="o" * 32)
+        with pytest.raises(RegistryUnavailable, match="JARVIS_REGISTRY_SECRET"):
+            await other.claim("owner", "s")
+        for registry in (one, two, other):
+            await registry.aclose()

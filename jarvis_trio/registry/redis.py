@@ -121,7 +121,15 @@ REDIS_THREADS = 32
 class RedisRegistry:
     """Implements :class:`~jarvis_trio.registry.Registry` on one Redis server."""
 
-    def __init__(self, url: str, *, lease_seconds: float, timeout: float, worker: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float,
+        timeout: float,
+        worker: str,
+        secret: str | None = None,
+    ) -> None:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.timeout = timeout
@@ -140,9 +148,11 @@ class RedisRegistry:
         # The subscriber's thread is never one of the calls': a burst of calls cannot
         # keep the subscription from running.
         self._listener_limiter = trio.CapacityLimiter(1)
-        # Invariant: from Redis; every digest and label derives from it. Replaced only
-        # when a claim finds that Redis (after losing its data) holds another one.
-        self._secret: str | None = None
+        # Invariant: every digest and label derives from it. From the configuration
+        # (fixed), or from Redis: then replaced only when a claim finds that Redis (after
+        # losing its data) holds another one.
+        self._secret: str | None = secret
+        self._configured_secret = secret is not None
         # Waiters for a session's ``finished`` message, by digest; replaced once set.
         self._freed: dict[str, trio.Event] = {}
         self._freed_waiters: collections.Counter[str] = collections.Counter()
@@ -188,6 +198,11 @@ class RedisRegistry:
             reply = cast(list[Any], await self._call(call))
             if len(reply) == 2:
                 break
+            if self._configured_secret:
+                raise RegistryUnavailable(
+                    "Redis holds another shared secret than this gateway's "
+                    "JARVIS_REGISTRY_SECRET: give every gateway the same one."
+                )
             # Redis lost its data and another process seeded a new secret before us.
             logs.event("registry_secret_changed", level=logging.WARNING, worker=self.worker)
             self._secret = str(reply[2])
