@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from jarvis_trio.testing import free_port, redis_argv, running_process
+from jarvis_trio.testing import free_port, hypercorn_argv, redis_argv, running_process
 
 BIN = Path(sys.executable).parent
 MODEL = "llama3.2:1b"
@@ -63,19 +63,7 @@ class Throughput:
 @contextmanager
 def gateway(workers: int, env: dict[str, str]) -> Iterator[str]:
     """``hypercorn -w N`` on a free port, once every worker answers (bounded)."""
-    port = free_port()
-    argv = [
-        str(BIN / "hypercorn"),
-        "-k",
-        "trio",
-        "-w",
-        str(workers),
-        "--graceful-timeout",
-        "1",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "jarvis_trio.asgi:app",
-    ]
+    argv = [*hypercorn_argv(workers, free_port()), "jarvis_trio.asgi:app"]
     with running_process(argv, r"Running on (http://127\.0\.0\.1:\d+)", env=env) as url:
         seen: set[str] = set()
         # Each fresh connection may land on either worker; 200 tries are plenty.

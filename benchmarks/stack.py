@@ -14,94 +14,20 @@ keeps a run short; :attr:`Stack.killed` says whether it was needed.
 
 from __future__ import annotations
 
-import collections
-import os
-import queue
-import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from jarvis_trio.testing import Spawned, spawn
 
 BIN = Path(sys.executable).parent
 VARIANTS = ("trio", "asyncio")
 SIM_READY = r"ollama_sim listening url=(\S+)"
 SERVER_READY = r"server_listening url=(\S+)"
-
-
-@dataclass
-class Spawned:
-    process: subprocess.Popen[str]
-    url: str
-    killed: bool = False  # it did not end on SIGTERM within the grace
-    output: list[str] = field(default_factory=list)  # stderr lines, the last ones kept
-    # How often each log event (``ts=... level=... EVENT k=v``) was logged.
-    events: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
-@contextmanager
-def spawn(
-    argv: list[str],
-    ready: str,
-    env: dict[str, str] | None = None,
-    *,
-    within: float = 30.0,
-    stop_grace: float = 3.0,
-) -> Iterator[Spawned]:
-    """Start ``argv``; wait (at most ``within`` s) for a stderr line matching ``ready``
-    (group 1 is the URL). stderr is drained for the process's whole life."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    spawned = Spawned(proc, "")
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        found = False
-        for line in proc.stderr:
-            if not found:
-                lines.put(line)
-                found = re.search(ready, line) is not None
-            spawned.output.append(line.rstrip("\n"))
-            parts = line.split(" ", 3)
-            if len(parts) >= 3 and parts[0].startswith("ts=") and "=" not in parts[2]:
-                spawned.events[parts[2].rstrip()] += 1
-            del spawned.output[:-20000]
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + within
-        while True:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError(f"{argv[:3]} exited before it was ready")
-            match = re.search(ready, line)
-            if match:
-                spawned.url = match.group(1)
-                break
-        yield spawned
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=stop_grace)
-        except subprocess.TimeoutExpired:
-            spawned.killed = True
-            proc.kill()
-            proc.wait()
 
 
 @dataclass

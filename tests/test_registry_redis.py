@@ -28,7 +28,7 @@ import trio
 
 from jarvis_trio.errors import RegistryUnavailable
 from jarvis_trio.registry.redis import RedisRegistry
-from jarvis_trio.testing import REDIS_SERVER, free_port
+from jarvis_trio.testing import REDIS_SERVER, free_port, hypercorn_argv
 from tests.helpers import (
     ServerProcess,
     deadline,
@@ -88,18 +88,7 @@ def subscribed_workers(server: ServerProcess) -> set[str]:
 @asynccontextmanager
 async def open_hypercorn(env: dict[str, str], workers: int = 2) -> AsyncIterator[ServerProcess]:
     """`hypercorn -k trio -w N` on a free port; ready once every worker subscribed."""
-    argv = [
-        str(BIN / "hypercorn"),
-        "-k",
-        "trio",
-        "-w",
-        str(workers),
-        "--graceful-timeout",
-        "1",
-        "--bind",
-        f"127.0.0.1:{free_port()}",
-        "jarvis_trio.asgi:app",
-    ]
+    argv = [*hypercorn_argv(workers, free_port()), "jarvis_trio.asgi:app"]
     async with open_server_process(argv, HYPERCORN_READY, env=env) as server:
         await eventually(lambda: len(subscribed_workers(server)) == workers, within=20)
         yield server
