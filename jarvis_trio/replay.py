@@ -75,8 +75,10 @@ class ReplayLog:
         self.ending: Ending | None = None
         self.ended_at: float | None = None
         self.viewers = 0
-        # Set and replaced on every change (a piece, the end, a viewer coming or going).
-        self._changed = trio.Event()
+        # Set at the next change (a piece, the end, a viewer coming or going), then
+        # dropped. Made only when someone waits: a stream nobody watches allocates no
+        # event per token.
+        self._changed: trio.Event | None = None
 
     @property
     def count(self) -> int:
@@ -113,6 +115,8 @@ class ReplayLog:
 
     def changed(self) -> trio.Event:
         """An event that is set at the next change (read it before checking state)."""
+        if self._changed is None:
+            self._changed = trio.Event()
         return self._changed
 
     def viewer_joined(self) -> None:
@@ -124,8 +128,9 @@ class ReplayLog:
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 def parse_last_event_id(value: str | None, stream_id: str) -> int:

@@ -85,7 +85,7 @@ class ChunkFormat:
         """A content chunk; with ``seq``, preceded by its SSE ``id:`` line."""
         before, after = self._content_around
         data = before + json.dumps(text, ensure_ascii=False) + after
-        return data if seq is None else f"id: {self.stream_id}:{seq}\n{data}"
+        return data if seq is None else f"id: {event_id(self.stream_id, seq)}\n{data}"
 
     def finish(self, finish_reason: str, outcome: str | None = None) -> str:
         """The last choice chunk. ``outcome`` names an early end (``superseded``, ...)."""

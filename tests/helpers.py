@@ -43,10 +43,20 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[Any]:
     that gets collected closes the connection (httpcore closes it when its stream
     generator is closed), which the server sees as a client disconnect.
     """
+    async for _, event in sse_events_with_ids(response):
+        yield event
+
+
+async def sse_events_with_ids(response: httpx.Response) -> AsyncIterator[tuple[str | None, Any]]:
+    """Each event as (its SSE ``id:``, or None; its ``data:`` payload, parsed)."""
+    current: str | None = None
     async for line in response.aiter_lines():
-        if line.startswith("data: "):
+        if line.startswith("id: "):
+            current = line.removeprefix("id: ")
+        elif line.startswith("data: "):
             data = line.removeprefix("data: ")
-            yield data if data == "[DONE]" else json.loads(data)
+            yield current, (data if data == "[DONE]" else json.loads(data))
+            current = None
 
 
 async def read_all_events(response: httpx.Response) -> list[Any]:
