@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         None,
         description="Model used when a request names none (default: the upstream's first).",
     )
+    extended_finish_reasons: bool = Field(
+        False,
+        description="A stream cut short ends with `finish_reason` naming why (`superseded`, "
+        "`stopped`...) instead of OpenAI's `stop`. Off by default: clients with a strict "
+        "enum of finish reasons cannot parse other values; the reason is always in "
+        "`jarvis.outcome`.",
+    )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )

@@ -17,6 +17,7 @@ from tests.helpers import (
     ServerProcess,
     deadline,
     open_server_process,
+    outcome_of,
     read_all_events,
     sse_events,
 )
@@ -51,7 +52,7 @@ async def test_serve_streams_and_shuts_down_cleanly_on_sigterm() -> None:
             rest = [e async for e in events]
     assert code == 0
     assert rest[-1] == "[DONE]"
-    assert rest[-2]["choices"][0]["finish_reason"] == "shutdown"
+    assert outcome_of(rest[-2]) == "shutdown"
     log = "\n".join(server.output)
     assert "shutdown_requested signal=SIGTERM" in log
     assert "reason=shutdown" in log
@@ -180,7 +181,7 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
                 )
                 assert b.status_code == 200
                 rest = [e async for e in a_events]
-            assert rest[-2]["choices"][0]["finish_reason"] == "superseded"
+            assert outcome_of(rest[-2]) == "superseded"
             events = (await sim_client.get("/_sim/events")).json()
             requests = [e for e in events if e["kind"] == "request"]
             first, second = requests[0]["conn"], requests[1]["conn"]
@@ -244,7 +245,7 @@ async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
         assert await stop(sim) == 0
     assert len(endings) == 100
     for last_chunk, done in endings:
-        assert last_chunk["choices"][0]["finish_reason"] == "shutdown"
+        assert outcome_of(last_chunk) == "shutdown"
         assert done == "[DONE]"
 
 
