@@ -67,7 +67,7 @@ def _exit_callbacks(scope: Scope) -> list[Callable[[], None]]:
 
 
 class ExchangeLifetime:
-    """ASGI middleware for the two things an HTTP exchange must never leave behind.
+    """ASGI middleware for the three things an HTTP exchange must never leave behind.
 
     1. Nothing started for the exchange outlives it. Quart awaits
        ``http.response.start`` before it enters a streaming body, so a client
@@ -77,6 +77,17 @@ class ExchangeLifetime:
        before reading a body (an auth error, a 404, a 413), hypercorn's
        per-request queue fills and the client's next request on that kept-alive
        connection hangs (NOTES.md). Such a response says ``Connection: close``.
+    3. The connection outlives the exchange as hypercorn means it to: closed after a
+       ``Connection: close`` answer, its idle timer restarted when kept alive.
+       hypercorn's trio worker does both from *inside* the app's final send, after
+       posting ``http.disconnect`` to the app; quart-trio cancels the request's
+       nursery the moment its reader sees that disconnect, so the rest of the send
+       is cancelled at its next checkpoint (``send_eof`` before the close, the idle
+       timer's lock) and the socket stays open for good. A disconnect that arrives
+       during the final send is therefore held back until that send has returned.
+       Upstream (hypercorn 0.18 protocol/h11.py ``_maybe_recycle``, quart-trio 0.12
+       asgi.py ``handle_messages``); the same symptom, cause not named there:
+       https://github.com/pgjones/hypercorn/issues/330. docs/howto/hypercorn.md has more.
     """
 
     def __init__(self, app: ASGIFramework) -> None:
@@ -91,21 +102,32 @@ class ExchangeLifetime:
         callbacks: list[Callable[[], None]] = []
         cast(dict[str, Any], scope)[EXIT_CALLBACKS] = callbacks
         body_done = not _declares_body(scope["headers"])
+        final_send_done: trio.Event | None = None
 
         async def receive_tracked() -> Any:
             nonlocal body_done
             message = await receive()
             if message["type"] == "http.disconnect" or not message.get("more_body", False):
                 body_done = True
+            if message["type"] == "http.disconnect" and final_send_done is not None:
+                await final_send_done.wait()  # (3): let hypercorn finish with the socket
             return message
 
-        async def send_closing_if_unread(message: Any) -> None:
+        async def send_tracked(message: Any) -> None:
+            nonlocal final_send_done
             if message["type"] == "http.response.start" and not body_done:
                 message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
-            await send(message)
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            final_send_done = trio.Event()
+            try:
+                await send(message)
+            finally:
+                final_send_done.set()
 
         try:
-            await self.app(scope, receive_tracked, send_closing_if_unread)
+            await self.app(scope, receive_tracked, send_tracked)
         finally:
             for callback in callbacks:
                 callback()
