@@ -1,7 +1,7 @@
 """Settings, read from ``JARVIS_*`` environment variables (and CLI flags on top).
 
-This class is the single source of truth for configuration: the README's
-table and the docs' reference are generated from its fields.
+This class is the single source of truth for configuration: the docs'
+configuration reference is generated from its fields (``make config-docs``).
 """
 
 from __future__ import annotations

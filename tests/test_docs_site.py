@@ -9,6 +9,7 @@ The site is built afresh into a temporary directory (``mkdocs build --strict``, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -102,3 +103,13 @@ def test_no_link_relies_on_a_web_server(site: Path) -> None:
         if link.startswith("/") or urlsplit(link).path.endswith("/")
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_the_readme_links_to_files_that_exist() -> None:
+    """The README is read in the repository (or on a forge): its links are paths."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [t for t in targets if not urlsplit(t).scheme]
+    assert len(local) > 10
+    missing = [t for t in local if not (ROOT / unquote(urlsplit(t).path)).is_file()]
+    assert not missing, missing
