@@ -10,8 +10,8 @@ request whose ``Origin`` is allowed:
   ``Access-Control-Expose-Headers``, so a page can read the headers it needs
   (``X-Stream-Id`` to bind a stream, ``X-Request-Id``, ``Retry-After``, ...).
 
-A request from any other origin, or with no ``Origin``, passes through untouched:
-no CORS header at all, so the browser keeps the page from reading the answer.
+A request from any other origin, or with no ``Origin``, gets no CORS header at all
+(only ``Vary: Origin``), so the browser keeps the page from reading the answer.
 No ``Access-Control-Allow-Credentials``: keys travel in the ``Authorization``
 header, which needs none, and cookies are never used.
 """
@@ -56,17 +56,16 @@ class Cors:
             await self.app(scope, receive, send)
             return
         origin = _header(scope, b"origin")
-        if origin is None or not self.allows(origin):
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
-            await self._preflight(scope, origin, send)
-            return
-        added = [
-            (b"access-control-allow-origin", origin),
-            (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
-            (b"vary", b"Origin"),
-        ]
+        # Whatever the origin: the answer depends on it, so a cache must not share it.
+        added = [(b"vary", b"Origin")]
+        if origin is not None and self.allows(origin):
+            if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
+                await self._preflight(scope, origin, send)
+                return
+            added += [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+            ]
 
         async def send_with_cors(message: Any) -> None:
             if message["type"] == "http.response.start":

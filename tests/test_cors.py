@@ -78,6 +78,7 @@ async def test_other_origins_get_no_cors_headers(start_server: StartServer) -> N
     assert get.status_code == 200
     assert cors_headers(get) == {}
     assert cors_headers(no_origin) == {}
+    assert "Origin" in get.headers["vary"]  # a cache keeps answers to each origin apart
 
 
 @deadline(20)
