@@ -8,6 +8,7 @@ The site is built afresh into a temporary directory (``mkdocs build --strict``, 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from mkdocs.exceptions import PluginError
 
 ROOT = Path(__file__).parents[1]
 MKDOCS = Path(sys.executable).parent / "mkdocs"
@@ -113,3 +115,17 @@ def test_the_readme_links_to_files_that_exist() -> None:
     assert len(local) > 10
     missing = [t for t in local if not (ROOT / unquote(urlsplit(t).path)).is_file()]
     assert not missing, missing
+
+
+def test_the_docs_build_fails_while_the_configuration_table_is_stale() -> None:
+    """A setting added to jarvis_trio/config.py without `make config-docs` fails `make docs`."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (ROOT / "docs" / "reference" / "configuration.md").read_text(encoding="utf-8")
+    hooks.check_settings_table("reference/configuration.md", page)  # up to date: no error
+    stale = page.replace("| `JARVIS_PORT` | `8000` |", "| `JARVIS_PORT` | `8001` |")
+    assert stale != page
+    with pytest.raises(PluginError, match="make config-docs"):
+        hooks.check_settings_table("reference/configuration.md", stale)
