@@ -25,6 +25,7 @@ from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend, ModelInfo
 from jarvis_trio.config import Settings
+from jarvis_trio.cors import Cors
 from jarvis_trio.errors import (
     ApiError,
     InvalidRequest,
@@ -177,6 +178,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         metrics=metrics,
     )
     app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = Cors(app.asgi_app, settings.cors_origins)  # type: ignore[method-assign]
 
     @app.before_serving
     async def start_sessions() -> None:
