@@ -6,7 +6,7 @@ the first answer in the second" is a plain text check. The sim is
 deterministic, so a finished answer is compared with the exact text it must be.
 
 These tests are synchronous (Playwright's sync API); each uses a fresh browser
-context, so a fresh sessionStorage and session id.
+context, so fresh storage (no chats) and a new session id.
 """
 
 from __future__ import annotations
@@ -111,11 +111,23 @@ def wait_for_words(answer: Locator, words: int) -> None:
     expect(answer.locator(".text")).to_have_text(re.compile(rf"^(\S+\s+){{{words}}}"))
 
 
+# The page keeps each chat under its own localStorage key and the tab's state (the chat on
+# screen, the API key) in sessionStorage: these let a test's script read and edit them.
+STORAGE_JS = """
+    const TAB = "jarvis-trio.tab.v1", INDEX = "jarvis-trio.chats.v1";
+    const chatKey = (id) => "jarvis-trio.chat." + id;
+    const currentId = () => JSON.parse(sessionStorage.getItem(TAB)).current;
+    const loadChat = () => JSON.parse(localStorage.getItem(chatKey(currentId())));
+    const saveChat = (chat) => localStorage.setItem(chatKey(chat.id), JSON.stringify(chat));
+"""
+
+
 def away_and_back(page: Page, server: str, edit_storage: str) -> None:
-    """Leave the page (it saves its state as it goes), run ``edit_storage`` on the
-    tab's sessionStorage (``STORE`` is the page's key), then load the page again."""
+    """Leave the page (it saves its state as it goes), run the statements
+    ``edit_storage`` on its storage (with the helpers of ``STORAGE_JS``), then load the
+    page again."""
     page.goto(f"{server}/healthz")
-    page.evaluate(edit_storage.replace("STORE", '"jarvis-trio.chat.v1"'))
+    page.evaluate("() => {" + STORAGE_JS + edit_storage + "}")
     page.goto(server)
 
 
@@ -207,12 +219,12 @@ def test_refresh_in_a_new_tab_state_replays_the_whole_answer(server: str, page: 
     away_and_back(
         page,
         server,
-        """() => {
-            const saved = JSON.parse(sessionStorage.getItem(STORE));
+        """
+            const saved = loadChat();
             const turn = saved.turns[1];
             turn.text = ""; turn.seq = 0; turn.lastEventId = null; turn.tokens = 0;
-            sessionStorage.setItem(STORE, JSON.stringify(saved));
-        }""",
+            saveChat(saved);
+        """,
     )
     answer = answers(page).nth(0)
     expect(answer).to_have_attribute("data-status", "done", timeout=LONG_ANSWER_MS)
@@ -242,8 +254,12 @@ def test_an_error_is_shown_on_the_answer(server: str, page: Page) -> None:
     away_and_back(
         page,
         server,
-        """() => sessionStorage.setItem(STORE, JSON.stringify(
-            {sessionId: "bad id with spaces", apiKey: "", turns: []}))""",
+        """
+            const chat = {id: "bad id with spaces", title: "", turns: [], updatedAt: Date.now()};
+            saveChat(chat);
+            localStorage.setItem(INDEX, JSON.stringify([chat.id]));
+            sessionStorage.setItem(TAB, JSON.stringify({current: chat.id, apiKey: ""}));
+        """,
     )
     send(page, SHORT)
     answer = answers(page).nth(0)
@@ -263,15 +279,15 @@ def test_a_refresh_before_the_prompt_was_taken_never_shows_another_answer(
     away_and_back(
         page,
         server,
-        """() => {
-            const saved = JSON.parse(sessionStorage.getItem(STORE));
+        """
+            const saved = loadChat();
             saved.turns[1].status = "streaming";  // an older answer left streaming
             saved.turns.push({role: "user", text: "a prompt the server never saw"});
             saved.turns.push({role: "assistant", text: "", status: "streaming", streamId: null,
                 seq: 0, tokens: 0, sentAt: Date.now(), ttftMs: null, firstAt: null,
                 lastAt: null, error: "", lastEventId: null, requestId: "web-never-sent"});
-            sessionStorage.setItem(STORE, JSON.stringify(saved));
-        }""",
+            saveChat(saved);
+        """,
     )
     first, lost = answers(page).nth(0), answers(page).nth(1)
     expect(lost).to_have_attribute("data-status", "error")
