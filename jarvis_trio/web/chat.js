@@ -337,13 +337,15 @@ function rateText(turn) {
   return turn.tokens + " tokens" + (rate > 0 ? " · " + rate.toFixed(1) + " tokens/s" : "");
 }
 
-function renderTranscript() {
+function renderTranscript({ keepScroll = false } = {}) {
+  const top = $("transcript").scrollTop;
   for (const timer of renderTimers.values()) clearTimeout(timer);
   renderTimers.clear();
   $("transcript").replaceChildren();
   elements = new WeakMap();
   current.turns.forEach(renderTurn);
-  stick = true;
+  if (keepScroll && !stick) $("transcript").scrollTop = top;
+  else stick = true;
   followDown();
 }
 
@@ -439,6 +441,8 @@ function handleEvent(turn, eventId, data) {
     turn.seq = 0;
     turn.tokens = 0;
   }
+  // Agent mode will stream `delta.tool_calls` (and tool results) here: they become
+  // steps of this turn (`turn.steps`), rendered above its text, not text.
   if (delta.content) {
     if (seq !== null && seq <= turn.seq) return; // seen already (a resume overlap)
     if (seq !== null) turn.seq = seq;
@@ -566,6 +570,14 @@ function send(chat, prompt) {
   return ask(chat);
 }
 
+/** What a chat's request asks for. Agent mode (issue 14, part 6) adds its switch here,
+ * from a per-chat setting beside the system prompt. */
+function requestBody(chat, messages) {
+  const body = { messages, stream: true };
+  if (chat.model) body.model = chat.model;
+  return body;
+}
+
 /** Answer the chat's last user turn. */
 async function ask(chat) {
   const messages = historyOf(chat);
@@ -584,8 +596,7 @@ async function ask(chat) {
   changed(turn, { now: true });
   saveNow(chat);
   renderChatList();
-  const body = { messages, stream: true };
-  if (chat.model) body.model = chat.model;
+  const body = requestBody(chat, messages);
   let response;
   try {
     response = await fetch("/v1/chat/completions", {
@@ -633,7 +644,7 @@ function startEdit(turn, wrap) {
   area.rows = Math.min(8, turn.text.split("\n").length + 1);
   const save = button("Send", "primary small", "edit-send");
   save.type = "submit";
-  const cancel = button("Cancel", "small", "edit-cancel", () => renderTranscript());
+  const cancel = button("Cancel", "small", "edit-cancel", () => renderTranscript({ keepScroll: true }));
   const row = document.createElement("div");
   row.className = "actions";
   row.append(save, cancel);
@@ -646,7 +657,7 @@ function startEdit(turn, wrap) {
   area.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
       event.stopPropagation();
-      renderTranscript();
+      renderTranscript({ keepScroll: true });
     } else if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       form.requestSubmit();
@@ -784,7 +795,8 @@ function closeSidebar() {
   $("scrim").hidden = true;
 }
 
-/** Another tab changed the stored chats: take the changes for chats not streaming here. */
+/** Another tab changed the stored chats: take the changes for chats not streaming here,
+ * and follow an answer that the other tab streams as a viewer. */
 function onStorage(event) {
   if (event.storageArea !== localStorage || event.key === null) return;
   if (event.key === store.INDEX) {
@@ -807,10 +819,17 @@ function onStorage(event) {
   chats.sort((a, b) => b.updatedAt - a.updatedAt);
   if (mine && mine === current) {
     current = theirs || chats[0] || createChat();
-    renderAll();
+    if (current === theirs) {
+      renderChatList();
+      renderHeader();
+      renderTranscript({ keepScroll: true });
+      updateButtons();
+    } else renderAll();
   } else {
     renderChatList();
   }
+  const live = theirs && liveTurn(theirs);
+  if (live && live.streamId) reattach(theirs, live);
 }
 
 // -- wiring

@@ -64,15 +64,12 @@ export function loadChat(id) {
 }
 
 /** Save one chat (and the index). False when the browser refused (storage full). */
-export function saveChat(chat, all = null) {
+export function saveChat(chat) {
   try {
     localStorage.setItem(CHAT_PREFIX + chat.id, JSON.stringify(chat));
-    if (all) saveIndex(all);
-    else {
-      const ids = read(localStorage, INDEX);
-      const list = Array.isArray(ids) ? ids : [];
-      if (!list.includes(chat.id)) localStorage.setItem(INDEX, JSON.stringify([chat.id, ...list]));
-    }
+    const ids = read(localStorage, INDEX);
+    const list = Array.isArray(ids) ? ids : [];
+    if (!list.includes(chat.id)) localStorage.setItem(INDEX, JSON.stringify([chat.id, ...list]));
     return true;
   } catch (_) {
     return false;
@@ -80,7 +77,11 @@ export function saveChat(chat, all = null) {
 }
 
 export function saveIndex(chats) {
-  localStorage.setItem(INDEX, JSON.stringify(chats.map((c) => c.id)));
+  try {
+    localStorage.setItem(INDEX, JSON.stringify(chats.map((c) => c.id)));
+  } catch (_) {
+    // storage full: the chats' own keys still hold them; saveChat reports it
+  }
 }
 
 export function removeChat(id, chats) {
