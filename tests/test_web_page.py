@@ -499,6 +499,8 @@ def test_follows_the_answer_down_and_stays_put_when_scrolled_up(server: str, pag
     assert transcript.evaluate("t => t.scrollTop") == held  # ... and the reader stayed put
     assert distance_from_bottom(page) > 48
 
+    meta = answer.locator(".meta")
+    streaming_box = meta.bounding_box()
     jump.click()
     expect(jump).to_be_hidden()
     wait_for_words(answer, 260)
@@ -508,6 +510,10 @@ def test_follows_the_answer_down_and_stays_put_when_scrolled_up(server: str, pag
     )
     page.keyboard.press("Escape")  # Esc stops
     expect(answer).to_have_attribute("data-status", "stopped")
+    # The status line kept its height while it filled in (tokens/s, partial, buttons).
+    expect(answer.get_by_test_id("copy-button")).to_be_visible()
+    stopped_box = meta.bounding_box()
+    assert streaming_box and stopped_box and stopped_box["height"] == streaming_box["height"]
 
 
 def test_chats_survive_a_reload_and_switching_leaves_a_stream_streaming(
@@ -557,7 +563,7 @@ def test_partial_answers_are_in_the_next_requests_messages(server: str, page: Pa
     wait_for_words(first, 10)
     page.get_by_test_id("stop-button").click()
     expect(first).to_have_attribute("data-status", "stopped")
-    expect(first.locator(".partial-note")).to_have_text("partial answer, kept in the chat")
+    expect(first.locator(".partial-note")).to_have_text("partial answer")
     stopped = text_of(first)
 
     messages = sent_messages(page, lambda: send(page, "Long story please"))
@@ -754,3 +760,49 @@ def test_another_tab_sees_the_chat_and_follows_its_answer(server: str, page: Pag
     expect(followed).to_have_attribute("data-status", "stopped")
     assert expected_answer(LONG).startswith(text_of(followed))
     other.close()
+
+
+def canned_stream(stream_id: str, finish_reason: str, outcome: str | None) -> str:
+    """An SSE body as the server sends it: role chunk, two pieces, the ending."""
+
+    def chunk(delta: dict[str, str], finish: str | None, extra: dict[str, Any]) -> str:
+        body = {"id": stream_id, "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return json.dumps({**body, **extra})
+
+    ending = {"jarvis": {"outcome": outcome}} if outcome else {}
+    return (
+        f"id: {stream_id}:0\ndata: {chunk({'role': 'assistant'}, None, {})}\n\n"
+        f"id: {stream_id}:1\ndata: {chunk({'content': 'Half an'}, None, {})}\n\n"
+        f"id: {stream_id}:2\ndata: {chunk({'content': ' answer'}, None, {})}\n\n"
+        f"data: {chunk({}, finish_reason, ending)}\n\ndata: [DONE]\n\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "outcome", "status"),
+    [
+        ("stop", "superseded", "superseded"),  # a cut stream's finish_reason is plain "stop"
+        ("stop", "stopped", "stopped"),
+        ("stop", None, "done"),
+        ("superseded", None, "done"),  # finish_reason alone never names an early end
+        ("length", None, "done"),
+    ],
+)
+def test_the_ending_is_read_from_jarvis_outcome_only(
+    server: str, page: Page, finish_reason: str, outcome: str | None, status: str
+) -> None:
+    stream_id = "chatcmpl-canned"
+    page.route(
+        re.compile(r"/v1/chat/completions$"),
+        lambda route: route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "X-Stream-Id": stream_id},
+            body=canned_stream(stream_id, finish_reason, outcome),
+        ),
+    )
+    page.goto(server)
+    send(page, SHORT)
+    answer = answers(page).nth(0)
+    expect(answer).to_have_attribute("data-status", status)
+    assert text_of(answer) == "Half an answer"

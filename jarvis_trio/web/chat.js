@@ -256,9 +256,9 @@ function renderTurn(turn) {
   el.setAttribute("aria-busy", streaming ? "true" : "false");
   el.classList.toggle("partial", PARTIAL.has(turn.status));
   el.querySelector(".status").textContent = turn.stopping ? "stopping…" : turn.status;
-  el.querySelector(".partial-note").textContent = PARTIAL.has(turn.status)
-    ? "partial answer, kept in the chat"
-    : "";
+  const note = el.querySelector(".partial-note");
+  note.textContent = PARTIAL.has(turn.status) ? "partial answer" : "";
+  note.title = note.textContent ? "Cut short; kept in the chat and sent back to the model as is." : "";
   el.querySelector(".ttft").textContent =
     turn.ttftMs == null ? "" : "first token " + Math.round(turn.ttftMs) + " ms";
   el.querySelector(".rate").textContent = rateText(turn);
@@ -297,11 +297,14 @@ function assistantElement(turn) {
   error.hidden = true;
   const meta = document.createElement("div");
   meta.className = "meta";
+  const info = document.createElement("span");
+  info.className = "info"; // one line, cut at the end: the status line never changes height
   for (const name of ["status", "partial-note", "ttft", "rate"]) {
     const span = document.createElement("span");
     span.className = name;
-    meta.append(span);
+    info.append(span);
   }
+  meta.append(info);
   const actions = document.createElement("span");
   actions.className = "actions";
   const copy = button("Copy", "small copy", "copy-button", async (event) => {
