@@ -44,7 +44,7 @@ const renderTimers = new Map(); // turn -> pending throttled render
 const saveTimers = new Map(); // chat -> pending save
 let stick = true; // follow the streaming answer down
 let unloading = false;
-let knownModels = [];
+let renaming = false; // a title being edited in the list: the list waits for it
 
 for (const chat of chats) adopt(chat);
 
@@ -130,6 +130,7 @@ function button(text, className, testid, onClick) {
 }
 
 function renderChatList() {
+  if (renaming) return; // redrawn when the rename ends
   const list = $("chat-list");
   const items = chats.map((chat) => {
     const li = document.createElement("li");
@@ -166,6 +167,7 @@ function startRename(chat, li) {
   const finish = (keep) => {
     if (done) return;
     done = true;
+    renaming = false;
     const title = input.value.trim();
     if (keep && title) {
       chat.title = title.slice(0, 120);
@@ -184,6 +186,7 @@ function startRename(chat, li) {
   });
   input.addEventListener("blur", () => finish(true));
   li.replaceChildren(input);
+  renaming = true;
   input.focus();
   input.select();
 }
@@ -240,7 +243,8 @@ function renderTurn(turn) {
     elements.set(turn, el);
   }
   if (turn.role === "user") {
-    el.querySelector(".text").textContent = turn.text;
+    const text = el.querySelector(".text"); // none while the prompt is being edited
+    if (text) text.textContent = turn.text;
     return;
   }
   clearTimeout(renderTimers.get(turn));
@@ -527,7 +531,7 @@ async function httpErrorText(response, what = "") {
     message = "";
   }
   const status = response.status;
-  const detail = message ? ": " + message : "";
+  const detail = message ? ": " + message.replace(/\.+$/, "") : ""; // a sentence follows
   if (status === 401) {
     return "This server needs a valid API key (HTTP 401)" + detail +
       ". Enter it above, then press Regenerate.";
@@ -753,7 +757,7 @@ async function checkAccess() {
     if (!response.ok) return notice(await httpErrorText(response, "Models: "));
     notice("");
     const listed = await response.json();
-    knownModels = (listed.data || []).map((m) => m.id).filter((id) => typeof id === "string");
+    const knownModels = (listed.data || []).map((m) => m.id).filter((id) => typeof id === "string");
     const select = $("model-select");
     select.replaceChildren(new Option("default model", ""), ...knownModels.map((id) => new Option(id, id)));
     selectModel(current.model || prefs.model || "");
