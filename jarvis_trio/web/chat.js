@@ -20,7 +20,8 @@ import { copyText, morph, renderMarkdown } from "./markdown.js";
 import * as store from "./store.js";
 
 const RESUME_SECONDS = "30"; // how long the server keeps an answer going for a refresh
-const RENDER_MS = 80; // a streaming answer's Markdown is re-rendered at most this often
+const RENDER_MS = 80; // a streaming answer's Markdown is re-rendered at most this often,
+const RENDER_SHARE = 4; // and, for a long answer, after at least 4 times its last render's cost
 const SAVE_MS = 400; // and its chat saved at most this often
 const STICK_PX = 48; // this close to the bottom counts as "at the bottom"
 const PARTIAL = new Set(["stopped", "superseded"]);
@@ -45,6 +46,7 @@ const saveTimers = new Map(); // chat -> pending save
 let stick = true; // follow the streaming answer down
 let unloading = false;
 let renaming = false; // a title being edited in the list: the list waits for it
+let renderCost = 0; // ms the last Markdown render took
 
 for (const chat of chats) adopt(chat);
 
@@ -251,8 +253,10 @@ function renderTurn(turn) {
   renderTimers.delete(turn);
   const body = el.querySelector(".text");
   if (shown.get(body) !== turn.text) {
+    const started = performance.now();
     morph(body, renderMarkdown(turn.text));
     shown.set(body, turn.text);
+    renderCost = performance.now() - started;
   }
   const streaming = turn.status === "streaming";
   el.dataset.streamId = turn.streamId || "";
@@ -379,7 +383,11 @@ function changed(turn, { now = false } = {}) {
   else if (!renderTimers.has(turn)) {
     const el = elements.get(turn);
     if (!el || !el.querySelector(".text").childNodes.length) renderTurn(turn); // first words: at once
-    else renderTimers.set(turn, setTimeout(() => { renderTurn(turn); followDown(); }, RENDER_MS));
+    else {
+      // Throttled: the main thread stays mostly free however long the answer grows.
+      const wait = Math.max(RENDER_MS, RENDER_SHARE * renderCost);
+      renderTimers.set(turn, setTimeout(() => { renderTurn(turn); followDown(); }, wait));
+    }
   }
   updateButtons();
   followDown();
