@@ -818,3 +818,24 @@ def test_the_ending_is_read_from_jarvis_outcome_only(
     answer = answers(page).nth(0)
     expect(answer).to_have_attribute("data-status", status)
     assert text_of(answer) == "Half an answer"
+
+
+def test_a_tab_of_the_page_before_chats_were_kept_keeps_its_chat(server: str, page: Page) -> None:
+    page.goto(server)
+    away_and_back(
+        page,
+        server,
+        """
+            localStorage.clear();
+            sessionStorage.clear();
+            sessionStorage.setItem("jarvis-trio.chat.v1", JSON.stringify({
+                sessionId: "web-oldtab", apiKey: "",
+                turns: [{role: "user", text: "old prompt"},
+                        {role: "assistant", text: "old answer", status: "done"}]}));
+        """,
+    )
+    expect(page.get_by_test_id("user-message")).to_have_text(["old prompt"])
+    assert text_of(answers(page).nth(0)) == "old answer"
+    assert session_of(page) == "web-oldtab"
+    expect(page.get_by_test_id("chat-item")).to_have_attribute("data-session-id", "web-oldtab")
+    expect(page.get_by_test_id("chat-open")).to_have_text("old prompt")

@@ -58,6 +58,8 @@ function adopt(chat) {
   }
   // Only the newest answer of a session can still be live: a newer prompt supersedes.
   for (const turn of streaming.slice(0, -1)) turn.status = "superseded";
+  const first = chat.turns.find((t) => t.role === "user");
+  if (!chat.title && first) chat.title = titleFrom(first.text); // a chat of the older page
   return chat;
 }
 
