@@ -15,6 +15,7 @@ from jarvis_trio import logs, ollama_sim
 from jarvis_trio.app import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import serve
+from jarvis_trio.tools.config import McpConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-url", help="OpenAI-compatible base URL with /v1 (env JARVIS_UPSTREAM_URL)"
     )
     run.add_argument("--default-model", help="model for requests that name none")
+    run.add_argument(
+        "--mcp-config", help="JSON file naming the MCP servers (env JARVIS_MCP_CONFIG)"
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["logfmt", "json"])
     run.add_argument(
@@ -83,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.backend == "openai" and not settings.upstream_url:
         print("jarvis-trio: --backend openai needs --upstream-url", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except McpConfigError as exc:
+        print(f"jarvis-trio: {exc}", file=sys.stderr)
+        return 2
     trio.run(
         partial(
             serve,
