@@ -17,9 +17,11 @@ Tools:
 - ``big(chars)``: a long text.
 - ``change_tools()``: adds the tool ``added`` and sends ``notifications/tools/list_changed``.
 
-``MCP_TEST_PREFIX`` prefixes every tool name (so two servers can share a name or not);
-``MCP_TEST_IGNORE_SIGTERM=1`` makes the process ignore SIGTERM and a closed stdin while a
-stubborn tool runs, so only SIGKILL ends it.
+``MCP_TEST_HTTP_PORT`` serves streamable HTTP on 127.0.0.1 and that port (path ``/mcp``;
+0: any, as uvicorn's "running on" line says) instead of stdio. ``MCP_TEST_PREFIX``
+prefixes every tool name (so two servers share names or not).
+``MCP_TEST_IGNORE_SIGTERM=1``: the process ignores SIGTERM, and stays on after its stdin
+closes, so only SIGKILL ends it.
 """
 
 from __future__ import annotations
@@ -128,7 +130,10 @@ def main() -> None:
     if os.environ.get("MCP_TEST_IGNORE_SIGTERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     note("start", argv=sys.argv[1:])
-    server.run("stdio")
+    if port := os.environ.get("MCP_TEST_HTTP_PORT"):
+        server.run("streamable-http", host="127.0.0.1", port=int(port))
+    else:
+        server.run("stdio")
     note("exit")
     if os.environ.get("MCP_TEST_IGNORE_SIGTERM") == "1":
         time.sleep(3600)  # a closed stdin does not end it either: only SIGKILL does

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,11 +14,12 @@ import psutil
 import pytest
 import trio
 
-from jarvis_trio.tools.config import McpConfig, McpConfigError, load_mcp_config, parse_mcp_config
+from jarvis_trio.cli import main
+from jarvis_trio.tools.config import McpConfigError, load_mcp_config, parse_mcp_config
 from jarvis_trio.tools.host import ToolHost
 from jarvis_trio.tools.server import ServerLimits
 from tests.conftest import log_lines
-from tests.helpers import eventually
+from tests.helpers import deadline, eventually, open_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.5  # JARVIS_AGENT_CANCEL_TIMEOUT's default
@@ -368,4 +370,73 @@ async def test_shutdown_ends_every_mcp_process_even_with_calls_in_flight(
     assert not [pid for pid in pids if pid and psutil.pid_exists(pid)]
     await trio.sleep(0.05)
     assert sorted(results) == ["server_crashed"] * 4
-    assert McpConfig is not None
+
+
+async def test_the_demo_tools_server(host_for: HostFactory) -> None:
+    host: ToolHost = await host_for(
+        {"demo": {"command": sys.executable, "args": ["-m", "jarvis_trio.demo_tools"]}}
+    )
+    assert {tool.name for tool in host.tools()} == {"now", "add", "multiply", "sleep"}
+    with trio.fail_after(5):
+        total = await host.call_tool("add", {"a": 2, "b": 3})
+        product = await host.call_tool("multiply", {"a": 4, "b": 2.5})
+        now = await host.call_tool("now")
+    assert (total.text, product.text) == ("5.0", "10.0")
+    assert now.ok and now.text.endswith("+00:00")
+    began = trio.current_time()
+    with trio.move_on_after(0.3):
+        await host.call_tool("sleep", {"seconds": 60})
+    assert trio.current_time() - began < 0.3 + BUDGET
+    with trio.fail_after(5):
+        assert (await host.call_tool("sleep", {"seconds": 0.01})).text == "slept 0.01 s"
+
+
+# -- in the server ------------------------------------------------------------------
+
+
+def test_serve_reports_a_bad_mcp_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"fs": {"command": "x", "args": "-v"}}}))
+    assert main(["serve", "--port", "0", "--backend", "sim", "--mcp-config", str(config)]) == 2
+    assert "mcpServers.fs.args: Input should be a valid list" in capsys.readouterr().err
+
+
+@deadline(40)
+async def test_serve_starts_the_mcp_servers_and_ends_them_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "server.jsonl"
+    config = tmp_path / "mcp.json"
+    entry = server_entry(log, MCP_TEST_IGNORE_SIGTERM="1")  # only SIGKILL ends this one
+    config.write_text(json.dumps({"mcpServers": {"t": entry}}))
+    argv = [str(Path(sys.executable).parent / "jarvis-trio"), "serve", "--port", "0"]
+    argv += ["--backend", "sim", "--mcp-config", str(config)]
+    async with open_server_process(argv, r"server_listening url=(http://\S+)") as server:
+        pid = (await wait_for_log(log, "start"))["pid"]
+        assert any("mcp_server_started server=t transport=stdio" in line for line in server.output)
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await server.process.wait() == 0
+    assert not psutil.pid_exists(pid)
+    assert any("mcp_server_exited server=t" in line for line in server.output)
+
+
+@deadline(40)
+async def test_a_streamable_http_server(host_for: HostFactory, log: Path) -> None:
+    argv = [sys.executable, "-m", "tests.mcp_test_server"]
+    env = {"MCP_TEST_HTTP_PORT": "0", "MCP_TEST_LOG": str(log)}
+    async with open_server_process(
+        argv, r"Uvicorn running on (http://\S+)", env=env, cwd=ROOT
+    ) as mcp:
+        host: ToolHost = await host_for({"h": {"url": mcp.url + "/mcp"}})
+        assert "echo" in {tool.name for tool in host.tools()}
+        with trio.fail_after(5):
+            assert (await host.call_tool("echo", {"text": "over http"})).text == "over http"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(host.call_tool, "slow", {"seconds": 10})
+            with trio.fail_after(5):
+                await wait_for_log(log, "call", "slow")
+            began = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - began < BUDGET
+        with trio.fail_after(2):
+            await wait_for_log(log, "cancelled", "slow")
+        await host.aclose()

@@ -2,7 +2,7 @@
 
 :class:`Ledger` wraps the two streams between a transport and :class:`mcp.ClientSession`.
 It watches the session's ``tools/call`` requests and ``notifications/cancelled``, and
-drops a server's *late answer*: a response to a call this side has cancelled (a tool
+drops a server's *late answer*: a result for a call this side has cancelled (a tool
 that ignored its cancel). The SDK would drop it as well, silently; here it is counted,
 so a server that keeps ignoring cancels can be restarted.
 """
@@ -63,7 +63,11 @@ class Ledger:
             return True
         tool = self._cancelled.pop(request_id, None)
         if tool is not None:
-            self._on_late_answer(tool)
+            # An error is how some servers and transports acknowledge a cancel (the SDK's
+            # 1.x servers, streamable HTTP closing the request's stream): dropped quietly.
+            # A result means the tool ran to its end regardless.
+            if isinstance(message, mcp_types.JSONRPCResponse):
+                self._on_late_answer(tool)
             return False
         self._tools.pop(request_id, None)
         return True
