@@ -187,12 +187,13 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=100,
-        description="Agent mode: at most this many rounds of model call and tool calls per answer.",
+        description="Agent mode (not wired into requests yet): at most this many rounds of "
+        "model call and tool calls per answer.",
     )
     agent_default: bool = Field(
         False,
-        description='Agent mode for every chat request that does not say `"jarvis": '
-        '{"agent": false}`.',
+        description="Agent mode (not wired into requests yet) for every chat request that "
+        'does not say `"jarvis": {"agent": false}`.',
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

@@ -136,7 +136,7 @@ class ToolHost:
         try:
             with trio.move_on_after(self.tool_timeout) as timer:
                 await call.done.wait()
-        except trio.Cancelled:
+        except BaseException:  # cancelled, mostly: the call must not outlive its caller
             delivered = await self._cancel(trace, name, server, call)
             logs.event(
                 "tool_call_end",
