@@ -182,12 +182,17 @@ class ToolHost:
             outcome: Outcome = "tool_error" if result.is_error else "ok"
             structured = None if result.is_error else result.structured_content
             return self._end(trace, name, outcome, render(result), started, server.name, structured)
-        if isinstance(error, MCPError) and error.code != mcp_types.CONNECTION_CLOSED:
+        closed = isinstance(error, MCPError) and error.code == mcp_types.CONNECTION_CLOSED
+        if isinstance(error, MCPError) and not closed:
             text = f"the MCP server {server.name!r} answered with error {error.code}: {error}"
             return self._end(trace, name, "mcp_error", text, started, server.name)
-        if error is None or isinstance(error, MCPError):
-            text = f"the MCP server {server.name!r} stopped during the call to {name!r}"
+        if closed or call.ended_by == "exited":
+            text = f"the MCP server {server.name!r} exited during the call to {name!r}"
             return self._end(trace, name, "server_crashed", text, started, server.name)
+        if error is None:  # we ended its session: a restart, or shutdown
+            why = call.ended_by or "shutdown"
+            text = f"the MCP server {server.name!r} was stopped ({why}) during the call"
+            return self._end(trace, name, "unavailable", text, started, server.name)
         text = f"the call to {name!r} failed: {type(error).__name__}: {error}"
         return self._end(trace, name, "mcp_error", text, started, server.name)
 

@@ -50,7 +50,7 @@ class ServerLimits:
     """A server that ran this long restarts after the initial backoff again."""
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the server keeps a set of them
 class PendingCall:
     """A ``tools/call`` running in the server's nursery; ``done`` is set however it ends."""
 
@@ -59,6 +59,7 @@ class PendingCall:
     done: trio.Event = field(default_factory=trio.Event)
     result: mcp_types.CallToolResult | None = None
     error: Exception | None = None
+    ended_by: str | None = None  # why the server's session ended under it, if it did
 
 
 class McpServer:
@@ -84,6 +85,7 @@ class McpServer:
         self._restart_reason = ""
         self._list_changed = trio.Event()
         self._ledger = Ledger(self._late_answer)
+        self._pending: set[PendingCall] = set()
         self.ready = trio.Event()  # set at each start; a test's handle
 
     @property
@@ -95,6 +97,7 @@ class McpServer:
         if self._nursery is None or self._session is None or self._ledger.closed.is_set():
             return None
         call = PendingCall(tool)
+        self._pending.add(call)
         self._nursery.start_soon(self._run_call, self._session, call, arguments)
         return call
 
@@ -107,6 +110,7 @@ class McpServer:
         except Exception as exc:  # an MCPError, a result that fails its schema, ...
             call.error = exc
         finally:
+            self._pending.discard(call)
             call.done.set()
 
     def note_abandoned(self, count: int = 1) -> None:
@@ -190,6 +194,8 @@ class McpServer:
                             await self._restart.wait()
                             watch.cancel_scope.cancel()
                         reason = self._restart_reason
+                        for call in self._pending:
+                            call.ended_by = reason
                         self._session = self._nursery = None
                         self.state = "down"
                         nursery.cancel_scope.cancel()
