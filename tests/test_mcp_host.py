@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import mcp_types
 import psutil
 import pytest
 import trio
@@ -17,6 +18,7 @@ import trio
 from jarvis_trio.cli import main
 from jarvis_trio.tools.config import McpConfigError, load_mcp_config, parse_mcp_config
 from jarvis_trio.tools.host import ToolHost
+from jarvis_trio.tools.ledger import Ledger
 from jarvis_trio.tools.server import ServerLimits
 from tests.conftest import log_lines
 from tests.helpers import deadline, eventually, open_server_process
@@ -440,3 +442,29 @@ async def test_a_streamable_http_server(host_for: HostFactory, log: Path) -> Non
         with trio.fail_after(2):
             await wait_for_log(log, "cancelled", "slow")
         await host.aclose()
+
+
+def test_the_ledger_drops_answers_to_cancelled_calls() -> None:
+    late: list[str] = []
+    ledger = Ledger(late.append)
+    for request_id, tool in ((1, "slow"), (2, "echo"), (3, "block")):
+        params: dict[str, Any] = {"name": tool, "arguments": {}}
+        ledger.sent(
+            mcp_types.JSONRPCRequest(
+                jsonrpc="2.0", id=request_id, method="tools/call", params=params
+            )
+        )
+    for request_id in (1, 3):
+        params = {"requestId": request_id, "reason": "caller cancelled"}
+        ledger.sent(
+            mcp_types.JSONRPCNotification(
+                jsonrpc="2.0", method="notifications/cancelled", params=params
+            )
+        )
+    error = mcp_types.ErrorData(code=0, message="Request cancelled")
+    assert not ledger.received(mcp_types.JSONRPCError(jsonrpc="2.0", id=1, error=error))  # an ack
+    assert ledger.received(mcp_types.JSONRPCResponse(jsonrpc="2.0", id=2, result={}))
+    assert not ledger.received(mcp_types.JSONRPCResponse(jsonrpc="2.0", id=3, result={}))
+    assert late == ["block"]
+    # Each id is recognised once: a second answer is the SDK's to drop.
+    assert ledger.received(mcp_types.JSONRPCResponse(jsonrpc="2.0", id=3, result={}))
