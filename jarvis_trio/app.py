@@ -172,7 +172,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         # else: a worker thread is still running (one stuck in connect() is freed only
         # by the connect timeout); closing its client under it would not help.
 
-    install_tool_host(app, settings)  # JARVIS_MCP_CONFIG's servers, for the app's lifetime
+    install_tool_host(app, settings, metrics)  # JARVIS_MCP_CONFIG's servers, app's lifetime
 
     _register_hooks(app)
     _register_routes(app)

@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 
 from jarvis_trio import logs
 from jarvis_trio.app import JarvisState
-from jarvis_trio.tools import stdio
+from jarvis_trio.tools import processes
 
 
 def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 1.0) -> HypercornConfig:
@@ -98,6 +98,6 @@ def _force_exit(after: float) -> None:
     """Runs in the watchdog thread: every stream was ended already; what is left is a
     socket write to a client that reads nothing."""
     logs.event("shutdown_forced", level=logging.WARNING, after_seconds=after)
-    stdio.kill_all_now()  # no MCP server outlives the gateway
+    processes.kill_all_now()  # no MCP server outlives the gateway
     logging.shutdown()
     os._exit(0)

@@ -19,8 +19,9 @@ from jarvis_trio.cli import main
 from jarvis_trio.tools.config import McpConfigError, load_mcp_config, parse_mcp_config
 from jarvis_trio.tools.host import ToolHost
 from jarvis_trio.tools.ledger import Ledger
+from jarvis_trio.tools.lifetime import EXTENSION
 from jarvis_trio.tools.server import ServerLimits
-from tests.conftest import log_lines
+from tests.conftest import StartServer, log_lines
 from tests.helpers import deadline, eventually, open_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -468,3 +469,23 @@ def test_the_ledger_drops_answers_to_cancelled_calls() -> None:
     assert late == ["block"]
     # Each id is recognised once: a second answer is the SDK's to drop.
     assert ledger.received(mcp_types.JSONRPCResponse(jsonrpc="2.0", id=3, result={}))
+
+
+async def test_the_app_runs_the_configured_servers_and_counts_tool_calls(
+    start_server: StartServer, tmp_path: Path, log: Path
+) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"t": server_entry(log)}}))
+    with trio.fail_after(20):
+        server = await start_server(mcp_config=str(config))
+    host: ToolHost = server.app.extensions[EXTENSION]
+    assert "echo" in {tool.name for tool in host.tools()}
+    with trio.fail_after(5):
+        await host.call_tool("echo", {"text": "counted"})
+        await host.call_tool("fail")
+        async with server.client() as client:
+            text = (await client.get("/metrics")).text
+    assert 'jarvis_tool_calls_total{outcome="ok"} 1.0' in text
+    assert 'jarvis_tool_calls_total{outcome="tool_error"} 1.0' in text
+    assert 'jarvis_tool_calls_total{outcome="abandoned"} 0.0' in text
+    assert "jarvis_tool_call_duration_seconds_count 2.0" in text

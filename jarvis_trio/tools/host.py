@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import mcp_types
 import trio
@@ -27,8 +27,16 @@ from mcp.shared.exceptions import MCPError
 
 from jarvis_trio import logs
 from jarvis_trio.tools.config import McpConfig
-from jarvis_trio.tools.results import Outcome, ToolResult, ToolSpec, render, truncate
+from jarvis_trio.tools.outcomes import Outcome
+from jarvis_trio.tools.results import ToolResult, ToolSpec, render, truncate
 from jarvis_trio.tools.server import McpServer, PendingCall, ServerLimits
+
+
+class ToolObserver(Protocol):
+    """Told of every tool call's end (the app's metrics)."""
+
+    def tool_call_ended(self, outcome: str, seconds: float) -> None: ...
+
 
 SEPARATOR = "__"
 """Between a server's name and a tool's where two servers have a tool of the same name."""
@@ -43,8 +51,10 @@ class ToolHost:
         cancel_timeout: float = 0.5,
         result_max_chars: int = 16_000,
         limits: ServerLimits | None = None,
+        observer: ToolObserver | None = None,
     ) -> None:
         self.tool_timeout = tool_timeout
+        self.observer = observer
         self.cancel_timeout = cancel_timeout
         self.result_max_chars = result_max_chars
         limits = limits or ServerLimits()
@@ -138,13 +148,8 @@ class ToolHost:
                 await call.done.wait()
         except BaseException:  # cancelled, mostly: the call must not outlive its caller
             delivered = await self._cancel(trace, name, server, call)
-            logs.event(
-                "tool_call_end",
-                trace=trace,
-                tool=name,
-                server=server.name,
-                duration_ms=_ms_since(started),
-                outcome="cancelled" if delivered else "abandoned",
+            self._ended(
+                trace, name, server.name, "cancelled" if delivered else "abandoned", started
             )
             raise
         if timer.cancelled_caught:
@@ -207,7 +212,21 @@ class ToolHost:
         structured: dict[str, Any] | None = None,
     ) -> ToolResult:
         text, truncated = truncate(text, self.result_max_chars)
-        duration = _ms_since(started)
+        duration = self._ended(trace, name, server, outcome, started, truncated)
+        return ToolResult(name, outcome, text, duration, truncated, structured)
+
+    def _ended(
+        self,
+        trace: str | None,
+        name: str,
+        server: str | None,
+        outcome: str,
+        started: float,
+        truncated: bool = False,
+    ) -> float:
+        """Log and count a call's end; its duration in ms."""
+        seconds = trio.current_time() - started
+        duration = round(seconds * 1000, 1)
         logs.event(
             "tool_call_end",
             trace=trace,
@@ -217,8 +236,6 @@ class ToolHost:
             outcome=outcome,
             truncated=truncated or None,
         )
-        return ToolResult(name, outcome, text, duration, truncated, structured)
-
-
-def _ms_since(started: float) -> float:
-    return round((trio.current_time() - started) * 1000, 1)
+        if self.observer is not None:
+            self.observer.tool_call_ended(outcome, seconds)
+        return duration

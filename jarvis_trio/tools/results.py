@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import mcp_types
 
-Outcome = Literal[
-    "ok",  # the tool answered
-    "tool_error",  # the tool answered with isError: its text says why
-    "mcp_error",  # the server answered the request with a JSON-RPC error
-    "server_crashed",  # the connection ended mid-call (the server exited)
-    "unavailable",  # the tool's server is not running, or was stopped during the call
-    "unknown_tool",  # no configured server has a tool of that name
-    "timeout",  # JARVIS_TOOL_TIMEOUT ran out; the call was cancelled at the server
-]
+from jarvis_trio.tools.outcomes import Outcome
 
 
 @dataclass(frozen=True)

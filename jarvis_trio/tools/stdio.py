@@ -35,6 +35,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.stdio import get_default_environment
 from mcp.shared.message import SessionMessage
 
+from jarvis_trio.tools import processes
+
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 1.0
@@ -53,19 +55,6 @@ _CLOSED = (
     trio.ClosedResourceError,
     OSError,
 )
-
-
-_live: set[int] = set()
-"""Process groups of the servers started here and not yet stopped."""
-
-
-def kill_all_now() -> int:
-    """SIGKILL every server still running (for a process about to exit in a hurry, where
-    no task will run again); returns how many groups were signalled."""
-    for pgid in list(_live):
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    return len(_live)
 
 
 @dataclass
@@ -102,7 +91,7 @@ async def open_stdio(
         cwd=cwd,
         start_new_session=True,
     )
-    _live.add(process.pid)
+    processes.started(process.pid)
     to_session, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
     try:
@@ -118,7 +107,7 @@ async def open_stdio(
             for stream in (read_stream, write_stream, to_session, from_session):
                 await stream.aclose()
             await stop_process(process, stop_grace=stop_grace, kill_after=kill_after)
-            _live.discard(process.pid)
+            processes.stopped(process.pid)
 
 
 async def _read_stdout(
