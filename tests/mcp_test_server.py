@@ -12,6 +12,7 @@ Tools:
 - ``stubborn(seconds)``: sleeps and ignores its cancel.
 - ``block(seconds)``: blocks the server's event loop: it reads nothing meanwhile, so a
   large request behind it fills the stdin pipe and a cancel cannot be delivered.
+- ``spawn()``: starts a child process (``sleep 300``) and answers its pid.
 - ``crash()``: the process exits mid-call.
 - ``fail()``: an ``isError`` result.
 - ``big(chars)``: a long text.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -93,6 +95,13 @@ async def block(seconds: float, ctx: Context) -> str:
     time.sleep(seconds)  # noqa: ASYNC251  (on purpose: the server's loop stops)
     note("done", tool="block", id=call_id(ctx))
     return "unblocked"
+
+
+@server.tool(name=PREFIX + "spawn", description="Start a child process; its pid.")
+async def spawn(ctx: Context) -> str:
+    note("call", tool="spawn", id=call_id(ctx))
+    child = subprocess.Popen(["sleep", "300"])  # noqa: ASYNC220
+    return str(child.pid)
 
 
 @server.tool(name=PREFIX + "crash", description="Exit the process mid-call.")

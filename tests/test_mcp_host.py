@@ -51,6 +51,14 @@ async def wait_for_log(log: Path, event: str, tool: str | None = None) -> dict[s
         await trio.sleep(0.01)
 
 
+def alive(pid: int) -> bool:
+    """A zombie is not alive: our grandchildren are reaped by whoever adopts them."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 HostFactory = Callable[..., Any]
 
 
@@ -336,7 +344,7 @@ async def test_a_server_that_cannot_start_is_retried_and_its_tools_unavailable(
     assert delays[:3] == ["50", "100", "200"]
 
 
-async def test_shutdown_ends_every_mcp_process_even_with_calls_in_flight(
+async def test_shutdown_ends_every_mcp_process_and_their_children_with_calls_in_flight(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     # One server ignores SIGTERM and a closed stdin while its stubborn tool runs.
@@ -359,6 +367,9 @@ async def test_shutdown_ends_every_mcp_process_even_with_calls_in_flight(
     async def call(name: str) -> None:
         results.append((await host.call_tool(name, {"seconds": 30})).outcome)
 
+    with trio.fail_after(5):
+        child = int((await host.call_tool("deaf__spawn")).text)  # a grandchild of ours
+    assert alive(child)
     for name in ("plain__slow", "plain__stubborn", "deaf__stubborn", "deaf__slow"):
         nursery.start_soon(call, name)
     with trio.fail_after(5):
@@ -371,6 +382,7 @@ async def test_shutdown_ends_every_mcp_process_even_with_calls_in_flight(
     print(f"host closed in {took * 1000:.0f} ms")
     assert took < 0.5 + 0.5 + 1.0  # stdin closed, SIGTERM after 0.5 s, SIGKILL after 0.5 s more
     assert not [pid for pid in pids if pid and psutil.pid_exists(pid)]
+    assert not alive(child)
     await trio.sleep(0.05)
     assert results == ["unavailable"] * 4
 
