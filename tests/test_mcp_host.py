@@ -149,6 +149,7 @@ async def test_tool_names_are_prefixed_only_where_servers_clash(
     spec = next(tool for tool in host.tools() if tool.name == "b__echo")
     assert (spec.server, spec.mcp_name) == ("b", "echo")
     assert spec.openai()["function"]["parameters"]["properties"]["text"]["type"] == "string"
+    assert spec.openai() in host.openai_tools()
     with trio.fail_after(5):
         b = await host.call_tool("b__echo", {"text": "from b"})
         c = await host.call_tool("c_echo", {"text": "from c"})

@@ -113,6 +113,10 @@ class ToolHost:
             for tool in server.tools
         ]
 
+    def openai_tools(self) -> list[dict[str, Any]]:
+        """:meth:`tools` as the OpenAI ``tools`` parameter."""
+        return [spec.openai() for spec in self.tools()]
+
     def _tools_changed(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
