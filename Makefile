@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit docs docs-serve install lock clean readme bench bench-full \
+.PHONY: run test lint typecheck unit docs docs-serve install lock clean config-docs bench bench-full \
 	bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Serve the API on http://127.0.0.1:8000 with the embedded model.
+## Serve the API on http://127.0.0.1:8000 with the embedded model. Another port:
+## `make run PORT=8001` (or JARVIS_PORT=8001 in the environment; PORT wins).
 run: $(STAMP)
-	$(BIN)/jarvis-trio serve --host 127.0.0.1 --port 8000 --backend sim
+	$(BIN)/jarvis-trio serve --backend sim $(if $(PORT),--port $(PORT))
 
 ## Lint, type-check, build the docs and run the whole suite (the browser tests need
 ## Debian's Chromium, the multi-worker tests Debian's redis-server).
@@ -79,9 +80,10 @@ bench-full: $(STAMP)
 bench-scaleout: $(STAMP) redis
 	$(BIN)/python -m benchmarks.scaleout --markdown docs/benchmarks-scaleout.md
 
-## Regenerate README's configuration table from jarvis_trio/config.py.
-readme: $(STAMP)
-	$(BIN)/python -m jarvis_trio._readme README.md
+## Regenerate the configuration table of docs/reference/configuration.md from
+## jarvis_trio/config.py (the docs build fails while it is out of date).
+config-docs: $(STAMP)
+	$(BIN)/python -m jarvis_trio._config_docs docs/reference/configuration.md
 
 ## Re-pin constraints.txt from a fresh resolve (run after changing dependencies).
 lock:

@@ -35,6 +35,27 @@ def cpu_model(cpuinfo: str) -> str:
     return platform.processor() or platform.machine()
 
 
+# A run whose 1-minute load average is over this share of the cores shares the CPU
+# with other work: its latencies and throughput are not those of a quiet machine.
+LOADED_SHARE = 0.5
+
+
+def load_warning(load_1min: float, cores: int) -> str | None:
+    """The warning for the top of a run's output, or None on a quiet machine."""
+    if load_1min <= LOADED_SHARE * cores:
+        return None
+    return (
+        f"the machine was loaded when the run started (load average {load_1min:.2f} over "
+        f"the last minute, {cores} cores): other processes compete for the CPU, so these "
+        "latencies and rates are worse than a quiet machine's. Rerun when it is idle to "
+        "compare."
+    )
+
+
+def current_load_warning() -> str | None:
+    return load_warning(os.getloadavg()[0], os.cpu_count() or 1)
+
+
 def describe() -> list[tuple[str, str]]:
     info = Path("/proc/cpuinfo")
     text = info.read_text(encoding="utf-8", errors="replace") if info.exists() else ""

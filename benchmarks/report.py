@@ -62,7 +62,10 @@ def fmt_summary(s: Summary, digits: int = 1) -> str:
     """``p50 / p99 / max``, and how often it never happened."""
     if s.count == 0:
         return f"never ({s.missing} of {s.missing})" if s.missing else "not run"
-    cell = " / ".join(fmt_number(v, digits) for v in (s.p50, s.p99, s.max))
+    cell = " / ".join(
+        f"{label} {fmt_number(v, digits)}"
+        for label, v in (("p50", s.p50), ("p99", s.p99), ("max", s.max))
+    )
     return f"{cell}; never in {s.missing} of {s.total}" if s.missing else cell
 
 
@@ -415,13 +418,15 @@ class PageContext:
     machine: Sequence[tuple[str, str]]
     plots: Sequence[tuple[str, str]]  # (caption, relative path)
     elapsed_s: float
+    warning: str | None = None  # shown at the top: the machine was loaded (machine.load_warning)
 
 
 def render_page(ctx: PageContext, trio: VariantResults, asyncio: VariantResults) -> str:
     rows = comparison_rows(trio, asyncio)
-    parts = [
-        f"## {ctx.title}",
-        "",
+    parts = [f"## {ctx.title}", ""]
+    if ctx.warning:
+        parts += [f"> **Warning:** {ctx.warning}", ""]
+    parts += [
         f"Run of {ctx.when}, {ctx.elapsed_s:.0f} s, profile {ctx.profile}.",
         "",
         verdict_summary(rows),

@@ -102,23 +102,43 @@ PROFILES = {
 
 
 class Bar:
-    """A tqdm progress bar on stderr, one step per call."""
+    """A tqdm progress bar on stderr, one step per call; drawn only when stderr is a
+    terminal. Elsewhere (a log file, CI) each bar is one line when it ends."""
 
     def __init__(self, desc: str, total: int, unit: str) -> None:
+        self._desc, self._total, self._unit = desc, total, unit
         self._bar: tqdm[Never] = tqdm(
-            total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            disable=not sys.stderr.isatty(),
         )
+        self._started = time.monotonic()
+        self._n = 0  # tqdm counts nothing while disabled
 
     def __enter__(self) -> Bar:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._bar.disable:
+            took = time.monotonic() - self._started
+            print(
+                f"{self._desc}: {self._n} of {self._total} {self._unit}s, {took:.1f} s",
+                file=sys.stderr,
+            )
         self._bar.close()
 
     def __call__(self) -> None:
+        self._n += 1
         self._bar.update()
 
     def show(self, n: int, **postfix: object) -> None:
+        self._n = n
+        if self._bar.disable:
+            return
         self._bar.n = n
         if postfix:
             self._bar.set_postfix(postfix)
@@ -205,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine_rows = machine.describe()
+    warning = machine.current_load_warning()
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
     trio_results, asyncio_results = (run_variant(v, profile, phases) for v in VARIANTS)
     elapsed = time.monotonic() - started
 
@@ -220,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine_rows,
         plots=plot_rows,
         elapsed_s=elapsed,
+        warning=warning,
     )
     page = report.render_page(ctx, trio_results, asyncio_results)
     print(page)

@@ -11,7 +11,7 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import trio
@@ -23,8 +23,9 @@ from werkzeug.exceptions import HTTPException
 from jarvis_trio import logs, web
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
-from jarvis_trio.backends.base import Backend
+from jarvis_trio.backends.base import Backend, ModelInfo
 from jarvis_trio.config import Settings
+from jarvis_trio.cors import Cors
 from jarvis_trio.errors import (
     ApiError,
     InvalidRequest,
@@ -68,7 +69,7 @@ def _exit_callbacks(scope: Scope) -> list[Callable[[], None]]:
 
 
 class ExchangeLifetime:
-    """ASGI middleware for the two things an HTTP exchange must never leave behind.
+    """ASGI middleware for the three things an HTTP exchange must never leave behind.
 
     1. Nothing started for the exchange outlives it. Quart awaits
        ``http.response.start`` before it enters a streaming body, so a client
@@ -78,6 +79,17 @@ class ExchangeLifetime:
        before reading a body (an auth error, a 404, a 413), hypercorn's
        per-request queue fills and the client's next request on that kept-alive
        connection hangs (NOTES.md). Such a response says ``Connection: close``.
+    3. The connection outlives the exchange as hypercorn means it to: closed after a
+       ``Connection: close`` answer, its idle timer restarted when kept alive.
+       hypercorn's trio worker does both from *inside* the app's final send, after
+       posting ``http.disconnect`` to the app; quart-trio cancels the request's
+       nursery the moment its reader sees that disconnect, so the rest of the send
+       is cancelled at its next checkpoint (``send_eof`` before the close, the idle
+       timer's lock) and the socket stays open for good. A disconnect that arrives
+       during the final send is therefore held back until that send has returned.
+       Upstream (hypercorn 0.18 protocol/h11.py ``_maybe_recycle``, quart-trio 0.12
+       asgi.py ``handle_messages``); the same symptom, cause not named there:
+       https://github.com/pgjones/hypercorn/issues/330. docs/howto/hypercorn.md has more.
     """
 
     def __init__(self, app: ASGIFramework) -> None:
@@ -92,21 +104,32 @@ class ExchangeLifetime:
         callbacks: list[Callable[[], None]] = []
         cast(dict[str, Any], scope)[EXIT_CALLBACKS] = callbacks
         body_done = not _declares_body(scope["headers"])
+        final_send_done: trio.Event | None = None
 
         async def receive_tracked() -> Any:
             nonlocal body_done
             message = await receive()
             if message["type"] == "http.disconnect" or not message.get("more_body", False):
                 body_done = True
+            if message["type"] == "http.disconnect" and final_send_done is not None:
+                await final_send_done.wait()  # (3): let hypercorn finish with the socket
             return message
 
-        async def send_closing_if_unread(message: Any) -> None:
+        async def send_tracked(message: Any) -> None:
+            nonlocal final_send_done
             if message["type"] == "http.response.start" and not body_done:
                 message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
-            await send(message)
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            final_send_done = trio.Event()
+            try:
+                await send(message)
+            finally:
+                final_send_done.set()
 
         try:
-            await self.app(scope, receive_tracked, send_closing_if_unread)
+            await self.app(scope, receive_tracked, send_tracked)
         finally:
             for callback in callbacks:
                 callback()
@@ -156,6 +179,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         metrics=metrics,
     )
     app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = Cors(app.asgi_app, settings.cors_origins)  # type: ignore[method-assign]
 
     @app.before_serving
     async def start_sessions() -> None:
@@ -225,6 +249,7 @@ def _register_hooks(app: QuartTrio) -> None:
     async def api_error(error: ApiError) -> Response:
         response = jsonify(error.body())
         response.status_code = error.status
+        response.headers.update(error.headers())
         return response
 
     @app.errorhandler(HTTPException)
@@ -298,12 +323,15 @@ def _register_routes(app: QuartTrio) -> None:
     @app.get("/v1/models")
     async def models() -> Response:
         listed = await state().backend.list_models()
-        return jsonify(
-            object="list",
-            data=[
-                {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by}
-                for m in listed
-            ],
+        return jsonify(object="list", data=[_model_object(m) for m in listed])
+
+    @app.get("/v1/models/<path:model_id>")
+    async def model(model_id: str) -> Response:
+        for listed in await state().backend.list_models():
+            if listed.id == model_id:
+                return jsonify(_model_object(listed))
+        raise NotFound(
+            f"The model {model_id!r} does not exist.", param="model", code="model_not_found"
         )
 
     @app.post("/v1/sessions/<session_id>/cancel")
@@ -346,7 +374,11 @@ def _register_routes(app: QuartTrio) -> None:
         log.viewer_joined()
         _on_exit(log.viewer_left)
         logs.event("viewer_attached", trace=log.stream_id, after=after)
-        response = Response(_viewer_body(log, after), content_type=_SSE_TYPE, headers=headers)
+        response = Response(
+            _viewer_body(log, after, state().settings.extended_finish_reasons),
+            content_type=_SSE_TYPE,
+            headers=headers,
+        )
         response.timeout = None
         return response
 
@@ -387,7 +419,9 @@ def _register_routes(app: QuartTrio) -> None:
         chat = parse_chat_request(
             await request.get_data(cache=False, as_text=False, parse_form_data=False)
         )
-        model = await st.backend.resolve_model(chat.model)
+        model = await st.backend.resolve_model(chat.model or None)
+        job = chat.to_generation(model)
+        st.backend.check_request(job)  # a request refused here supersedes nothing
         session_id = _header_id("X-Session-Id")
         resume = parse_resume_seconds(
             request.headers.get("X-Jarvis-Resume-Seconds"), st.settings.max_resume_seconds
@@ -409,7 +443,7 @@ def _register_routes(app: QuartTrio) -> None:
             claim = await registry.claim(g.owner, session_id)
         label = claim.owner_label if claim is not None else _opaque(g.owner)
         trace = f"{label}/{session_id}" if session_id is not None else None
-        job = chat.to_generation(model, trace_session=trace)
+        job = replace(job, trace_session=trace)
         stream = st.manager.submit(
             g.owner, session_id, job, g.request_id, resume_seconds=resume, claim=claim
         )
@@ -419,11 +453,22 @@ def _register_routes(app: QuartTrio) -> None:
         headers = {"X-Stream-Id": stream.id}
         if session_id is not None:
             headers["X-Session-Id"] = session_id
-        fmt = ChunkFormat(stream.id, model, stream.created, chat.include_usage)
+        answered = stream.answered_model or model
+        fmt = ChunkFormat(
+            stream.id,
+            answered,
+            stream.created,
+            chat.include_usage,
+            extended_finish_reasons=st.settings.extended_finish_reasons,
+        )
         if not chat.stream:
-            text, ending = await stream.collect()
+            pieces, ending = await stream.collect_output()
             body = completion_for(
-                stream_id=stream.id, model=model, created=stream.created, text=text, ending=ending
+                stream_id=stream.id,
+                model=stream.answered_model or answered,
+                created=stream.created,
+                pieces=pieces,
+                ending=ending,
             )
             response = jsonify(body)
         else:
@@ -445,21 +490,21 @@ async def _sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:
     seq = 0
     async for batch in stream.batches():
         parts = []
-        for text in batch:
+        for piece in batch:
             seq += 1
-            parts.append(fmt.content(text, seq))
+            parts.append(fmt.piece(piece, seq))
         yield "".join(parts)
-    yield stream_ending(fmt, stream.final_ending())
+    yield stream_ending(fmt, stream.final_ending(), stream.tokens)
 
 
-async def _viewer_body(log: ReplayLog, after: int) -> AsyncIterator[str]:
+async def _viewer_body(log: ReplayLog, after: int, extended: bool = False) -> AsyncIterator[str]:
     """A viewer's copy of a stream: what was sent after ``after``, then the rest live.
 
     Reads the log only: it never touches the stream, its session or its rules. A
     viewer that falls so far behind that the bound dropped pieces it had not read
     gets an error event (``viewer_fell_behind``) instead of a silent gap.
     """
-    fmt = ChunkFormat(log.stream_id, log.model, log.created)
+    fmt = ChunkFormat(log.stream_id, log.model, log.created, extended_finish_reasons=extended)
     cursor = after
     if after == 0:
         truncated = log.after(0, limit=0).truncated
@@ -474,13 +519,17 @@ async def _viewer_body(log: ReplayLog, after: int) -> AsyncIterator[str]:
         if replay.pieces:
             cursor = replay.last
             yield "".join(
-                fmt.content(text, replay.first + i) for i, text in enumerate(replay.pieces)
+                fmt.piece(piece, replay.first + i) for i, piece in enumerate(replay.pieces)
             )
         elif log.ending is not None:
             break
         else:
             await changed.wait()
-    yield stream_ending(fmt, log.ending)
+    yield stream_ending(fmt, log.ending, log.count)
+
+
+def _model_object(model: ModelInfo) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
 
 
 def _page_response(name: str) -> Response:

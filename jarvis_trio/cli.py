@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from jarvis_trio import logs, ollama_sim
 from jarvis_trio.app import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
-from jarvis_trio.server import serve
+from jarvis_trio.server import bind_sockets, serve
 from jarvis_trio.tools.config import McpConfigError
 
 
@@ -83,13 +84,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logs.configure(settings.log_level, settings.log_format)
     if settings.backend == "openai" and not settings.upstream_url:
         print("jarvis-trio: --backend openai needs --upstream-url", file=sys.stderr)
         return 2
     try:
+        # Before the app starts (and logs server_ready): a busy port is one line.
+        sockets = bind_sockets(settings.host, settings.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"jarvis-trio: port {settings.port} is in use; use --port", file=sys.stderr)
+        else:
+            where = f"{settings.host}:{settings.port}"
+            print(f"jarvis-trio: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
         app = create_app(settings)
     except McpConfigError as exc:
+        for sock in sockets.insecure_sockets:
+            sock.close()
         print(f"jarvis-trio: {exc}", file=sys.stderr)
         return 2
     trio.run(
@@ -98,10 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             app,
             settings.host,
             settings.port,
+            sockets=sockets,
             shutdown_timeout=settings.shutdown_timeout,
             force_exit_after=settings.shutdown_timeout + 1.0,
         )
     )
+    logs.event("shutdown_complete")
     return 0
 
 

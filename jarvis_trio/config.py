@@ -1,12 +1,13 @@
 """Settings, read from ``JARVIS_*`` environment variables (and CLI flags on top).
 
-This class is the single source of truth for configuration: the README's
-table and the docs' reference are generated from its fields.
+This class is the single source of truth for configuration: the docs'
+configuration reference is generated from its fields (``make config-docs``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
@@ -43,6 +44,13 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         None,
         description="Model used when a request names none (default: the upstream's first).",
+    )
+    extended_finish_reasons: bool = Field(
+        False,
+        description="A stream cut short ends with `finish_reason` naming why (`superseded`, "
+        "`stopped`...) instead of OpenAI's `stop`. Off by default: clients with a strict "
+        "enum of finish reasons cannot parse other values; the reason is always in "
+        "`jarvis.outcome`.",
     )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
@@ -109,6 +117,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Comma-separated API keys. Empty: auth is off, allowed on loopback only.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated origins (`https://app.example.com`, `*` for any) whose "
+        "browser pages may call the API (CORS). Empty: no CORS headers, so only the chat "
+        "page served here can read answers in a browser.",
     )
     allow_unauthenticated: bool = Field(
         False,
@@ -205,6 +219,21 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (`scheme://host[:port]` or `*`)")
         return value
 
     @field_validator("ollama_url", mode="after")

@@ -18,6 +18,14 @@
      └── UpstreamTimeout           504     timeout
 
 The body is always ``{"error": {"message", "type", "param", "code"}}``.
+
+Every error response also says ``x-should-retry: true|false``, which the
+official OpenAI SDKs obey over their own rule (retry 408, 409, 429 and >= 500,
+twice by default). Retrying is right where waiting may help (a full gateway, a
+restart, an unreachable upstream); it is wrong where it would undo what the
+user did or run a long generation again for nothing: a 409 (superseded,
+stopped: a retry would restart the stream the user ended), a 500 (our bug), an
+upstream that sent garbage, and a model that stayed silent past its timeout.
 """
 
 from __future__ import annotations
@@ -25,10 +33,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# Codes whose class would allow a retry but which a retry only makes worse.
+_NO_RETRY_CODES = frozenset({"upstream_malformed", "first_token_timeout", "inactivity_timeout"})
+
 
 class ApiError(Exception):
     status: int = 500
     type: str = "server_error"
+    # May a client retry the same request automatically? (``x-should-retry``)
+    retryable: bool = False
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
@@ -38,6 +51,13 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, code=self.code, param=self.param)
+
+    @property
+    def should_retry(self) -> bool:
+        return self.retryable and self.code not in _NO_RETRY_CODES
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "true" if self.should_retry else "false"}
 
 
 class InvalidRequest(ApiError):
@@ -86,6 +106,7 @@ class PayloadTooLarge(ApiError):
 class TooManyRequests(ApiError):
     status = 429
     type = "rate_limit_error"
+    retryable = True
 
 
 class ServerError(ApiError):
@@ -96,11 +117,13 @@ class ServerError(ApiError):
 class UpstreamError(ApiError):
     status = 502
     type = "upstream_error"
+    retryable = True
 
 
 class ServiceUnavailable(ApiError):
     status = 503
     type = "service_unavailable"
+    retryable = True
 
 
 class RegistryUnavailable(ServiceUnavailable):
@@ -113,6 +136,7 @@ class RegistryUnavailable(ServiceUnavailable):
 class UpstreamTimeout(ApiError):
     status = 504
     type = "timeout"
+    retryable = True
 
 
 def upstream_error_message(body: str) -> str:

@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import abc
 import argparse
+import base64
 import collections
 import copy
 import dataclasses
@@ -114,6 +115,7 @@ from typing import Any, Literal
 import h11
 import trio
 
+from jarvis_trio import sim_answers
 from jarvis_trio.config import is_loopback
 
 OLLAMA_VERSION = "0.5.7"
@@ -213,6 +215,8 @@ class RequestRecord:
     model: str | None = None  # as requested, faults included
     faults: dict[str, str | None] = field(default_factory=dict)
     stream: bool | None = None
+    # The request's JSON body, as received (for tests that check what a gateway sent).
+    body: dict[str, Any] | None = None
     status: int | None = None
     first_byte: float | None = None  # the first byte of the response was sent
     ended: float | None = None
@@ -368,6 +372,22 @@ class Generation:
     num_predict: int | None
     stop: tuple[str, ...]
     seed: int | None
+    body: dict[str, Any] = field(default_factory=dict)
+    turns: tuple[sim_answers.Turn, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    format: str | dict[str, Any] | None = None
+    think: bool | str = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    def plan(self) -> sim_answers.Plan:
+        """What to answer when tools or JSON are asked for (:mod:`jarvis_trio.sim_answers`)."""
+        return sim_answers.plan(
+            self.turns,
+            tools=self.tools,
+            json_schema=self.format if isinstance(self.format, dict) else None,
+            json_mode=self.format == "json",
+        )
 
 
 def parse_generation(kind: Literal["chat", "generate"], body: bytes) -> Generation:
@@ -403,8 +423,10 @@ def _parse_fields(
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise _HttpError(400, "options must be an object")
+    turns: tuple[sim_answers.Turn, ...] = ()
     if kind == "chat":
         prompt = _chat_prompt(data.get("messages"))
+        turns = _turns(data.get("messages"))
     else:
         prompt = data.get("prompt") or ""
         if not isinstance(prompt, str):
@@ -417,6 +439,18 @@ def _parse_fields(
     if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
         raise _HttpError(400, "options.stop must be a string or a list of strings")
     base, faults, raw = parse_model(model)
+    tools = data.get("tools") or []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise _HttpError(400, "tools must be a list of objects")
+    fmt = data.get("format") or None
+    if fmt is not None and not (fmt == "json" or isinstance(fmt, dict)):
+        raise _HttpError(400, 'format must be "json" or a JSON schema')
+    think = data.get("think") or False
+    if not isinstance(think, bool | str):
+        raise _HttpError(400, "think must be a boolean or a level")
+    top_logprobs = data.get("top_logprobs") or 0
+    if not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
+        raise _HttpError(400, "top_logprobs must be an integer from 0 to 20")
     return Generation(
         kind=kind,
         model=model,
@@ -428,6 +462,13 @@ def _parse_fields(
         num_predict=num_predict if num_predict is not None and num_predict >= 0 else None,
         stop=tuple(s for s in stop if s),
         seed=seed,
+        body=data,
+        turns=turns,
+        tools=tuple(tools),
+        format=fmt,
+        think=think,
+        logprobs=bool(data.get("logprobs")),
+        top_logprobs=top_logprobs,
     )
 
 
@@ -443,8 +484,40 @@ def _chat_prompt(messages: Any) -> str:
         content = message.get("content") or ""
         if not isinstance(content, str):
             raise _HttpError(400, "message content must be a string")
+        images = message.get("images") or []
+        if not isinstance(images, list) or not all(_is_base64(i) for i in images):
+            raise _HttpError(400, "images must be a list of base64 strings")
+        calls = message.get("tool_calls") or []
+        if not isinstance(calls, list) or not all(_is_tool_call(c) for c in calls):
+            raise _HttpError(400, "tool_calls must be a list of {function: {name, arguments}}")
         lines.append(f"{message['role']}: {content}")
     return "\n".join(lines)
+
+
+def _turns(messages: list[dict[str, Any]] | None) -> tuple[sim_answers.Turn, ...]:
+    return tuple(
+        sim_answers.Turn(m["role"], m.get("content") or "", m.get("tool_name"))
+        for m in messages or ()
+    )
+
+
+def _is_base64(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_tool_call(value: object) -> bool:
+    function = value.get("function") if isinstance(value, dict) else None
+    return (
+        isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and isinstance(function.get("arguments", {}), dict)
+    )
 
 
 def _optional_int(options: dict[str, Any], name: str) -> int | None:
@@ -696,6 +769,7 @@ class OllamaSim:
             request.model = generation.model
             request.faults = dict(generation.raw_faults)
             request.stream = generation.stream
+            request.body = generation.body
         conn.requests_seen += 1
         record.requests.append(request)
         self._live_requests += 1
@@ -968,11 +1042,21 @@ class OllamaSim:
             await self._send_simple(conn, 200, _dumps(_load_response(gen)), JSON_TYPE)
             return
         count = self.answer_tokens if faults.tokens is None else faults.tokens
-        pieces, done_reason = plan_answer(
-            answer_pieces(gen.prompt, gen.seed, count), gen.num_predict, gen.stop
+        answer = gen.plan() if gen.kind == "chat" else sim_answers.Plan()
+        words = (
+            answer_pieces(gen.prompt, gen.seed, count)
+            if answer.text is None
+            else [w if i == 0 else " " + w for i, w in enumerate(answer.text.split(" "))]
         )
+        pieces, done_reason = plan_answer([] if answer.calls else words, gen.num_predict, gen.stop)
         writer: _Writer = _Streaming(self, conn, gen) if gen.stream else _Buffered(self, conn, gen)
         await writer.start()
+        if gen.think and gen.kind == "chat":
+            await writer.thinking("Thinking it over.")
+        if answer.calls:
+            await writer.tool_calls(
+                [{"function": {"name": c.name, "arguments": c.arguments}} for c in answer.calls]
+            )
         interval = faults.slow if faults.slow is not None else 1.0 / self.tokens_per_second
         eval_started = trio.current_time()
         next_at = eval_started
@@ -1057,6 +1141,16 @@ class OllamaSim:
 _KNOWN_STATUSES = {s.value for s in http.HTTPStatus}
 
 
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    """A made-up log probability in Ollama's shape (``logprobs: true``)."""
+    entry: dict[str, Any] = {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
+    if top:
+        entry["top_logprobs"] = [
+            {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
+        ] + [{"token": f"alt{i}", "logprob": -3.0 - i, "bytes": []} for i in range(top - 1)]
+    return entry
+
+
 def _due(after: int | None, sent: int, last: bool) -> bool:
     return after is not None and (after == sent or (last and after > sent))
 
@@ -1078,14 +1172,28 @@ class _Writer(abc.ABC):
         self.conn = conn
         self.gen = gen
 
-    def chunk(self, content: str, done: bool) -> dict[str, Any]:
+    def chunk(self, content: str, done: bool, **message: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.gen.model, "created_at": _created_at()}
         if self.gen.kind == "chat":
-            out["message"] = {"role": "assistant", "content": content}
+            out["message"] = {"role": "assistant", "content": content, **message}
         else:
             out["response"] = content
         out["done"] = done
+        if self.gen.logprobs and content:
+            out["logprobs"] = [_logprob(content, self.gen.top_logprobs)]
         return out
+
+    async def thinking(self, text: str) -> None:
+        """The model's reasoning before its answer (``think``)."""
+        await self.extra_line(thinking=text)
+
+    async def tool_calls(self, calls: list[dict[str, Any]]) -> None:
+        """Tool calls, in one message as Ollama sends them."""
+        await self.extra_line(tool_calls=calls)
+
+    @abc.abstractmethod
+    async def extra_line(self, **message: Any) -> None:
+        """A message with fields besides content (thinking, tool calls)."""
 
     def count_token(self) -> None:
         assert self.conn.current is not None
@@ -1125,6 +1233,9 @@ class _Streaming(_Writer):
         self.count_token()  # first: the record may run ahead of the wire, never behind
         await self.line(_dumps(self.chunk(piece, done=False)))
 
+    async def extra_line(self, **message: Any) -> None:
+        await self.line(_dumps(self.chunk("", done=False, **message)))
+
     async def malformed(self) -> None:
         whole = _dumps(self.chunk("x", done=False))
         await self.line(whole[: whole.index(b',"done"')])
@@ -1144,6 +1255,7 @@ class _Buffered(_Writer):
         self.text = ""
         self.tokens = 0
         self.truncate = False
+        self.message: dict[str, Any] = {}
 
     async def start(self) -> None:
         return None
@@ -1152,6 +1264,9 @@ class _Buffered(_Writer):
         self.text += piece
         self.tokens += 1
 
+    async def extra_line(self, **message: Any) -> None:
+        self.message.update(message)
+
     async def malformed(self) -> None:
         self.truncate = True
 
@@ -1159,7 +1274,7 @@ class _Buffered(_Writer):
         await self.sim._send_simple(self.conn, 500, _dumps({"error": message}), JSON_TYPE)
 
     async def finish(self, final: dict[str, Any]) -> None:
-        body = _dumps({**self.chunk(self.text, done=True), **final})
+        body = _dumps({**self.chunk(self.text, done=True, **self.message), **final})
         if self.truncate:
             body = body[: len(body) // 2]
         for _ in range(self.tokens):

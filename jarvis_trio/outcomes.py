@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from jarvis_trio.backends.base import GenerationResult, Usage
 from jarvis_trio.errors import ApiError, ServiceUnavailable, StreamEnded
@@ -35,15 +38,17 @@ class Ending:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: ApiError | None = None
+    # The upstream's own top-level keys for the last chunk or the body (``timings``...).
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def completed(cls, result: GenerationResult) -> Ending:
-        return cls(Outcome.COMPLETED, result.finish_reason, result.usage)
+        return cls(Outcome.COMPLETED, result.finish_reason, result.usage, extra=result.extra)
 
     @classmethod
-    def cancelled(cls, reason: CancelReason) -> Ending:
-        """Ended early on purpose: the stream's last chunk says why in ``finish_reason``."""
-        return cls(Outcome(reason.value), finish_reason=reason.value)
+    def cancelled(cls, reason: CancelReason, usage: Usage | None = None) -> Ending:
+        """Ended early on purpose: the stream's last chunk says why (``jarvis.outcome``)."""
+        return cls(Outcome(reason.value), usage=usage)
 
     def as_error(self) -> ApiError | None:
         """What a non-streaming client gets instead of a completion (``None``: completed)."""

@@ -1,4 +1,4 @@
-"""Pieces of text from a worker thread to a trio :class:`~jarvis_trio.backends.base.Sink`.
+"""Pieces of an answer from a worker thread to a trio :class:`~jarvis_trio.backends.base.Sink`.
 
 Theory of operation
 -------------------
@@ -33,7 +33,7 @@ import trio
 from jarvis_trio.threads import CancelToken, WorkerCancelled, run_in_worker
 
 if TYPE_CHECKING:  # backends import this module
-    from jarvis_trio.backends.base import Sink
+    from jarvis_trio.backends.base import Output, Sink
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class PieceRelay:
         self._room = threading.Condition(self._lock)
         # Invariant (under the lock): the pump has been woken since the list last
         # became non-empty, or it is about to look at the list anyway.
-        self._pending: list[str] = []
+        self._pending: list[Output] = []
         self._closed = False
         self._cancelled = False
         self._trio_token = trio.lowlevel.current_trio_token()
@@ -60,7 +60,7 @@ class PieceRelay:
         """Let a cancel free a thread that waits for room."""
         token.add_callback(self._cancel)
 
-    def put(self, text: str) -> None:
+    def put(self, text: Output) -> None:
         """Hand one piece to the pump; waits while ``limit`` pieces are pending."""
         with self._lock:
             while len(self._pending) >= self._limit and not self._cancelled:

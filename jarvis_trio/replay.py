@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
+from jarvis_trio.backends.base import Output
 from jarvis_trio.outcomes import Ending
 
 # What one piece counts against the bound at least: its str object and its slot.
@@ -43,12 +44,16 @@ class Replay:
     """The pieces after a cursor: ``pieces[i]`` has sequence number ``first + i``."""
 
     first: int
-    pieces: tuple[str, ...]
+    pieces: tuple[Output, ...]
     truncated: bool  # some pieces the viewer asked for were dropped (the bound)
 
     @property
     def last(self) -> int:
         return self.first + len(self.pieces) - 1
+
+
+def _cost(piece: Output) -> int:
+    return max(len(piece) if isinstance(piece, str) else piece.size(), PIECE_COST)
 
 
 class ReplayLog:
@@ -68,7 +73,7 @@ class ReplayLog:
         self.model = model
         self.created = created
         self.limit_chars = limit_chars
-        self._pieces: deque[str] = deque()
+        self._pieces: deque[Output] = deque()
         # Invariant: ``_pieces[i]`` has sequence number ``_first + i``.
         self._first = 1
         self._chars = 0
@@ -85,13 +90,13 @@ class ReplayLog:
         """Pieces appended so far (the last sequence number)."""
         return self._first + len(self._pieces) - 1
 
-    def append(self, text: str) -> None:
+    def append(self, text: Output) -> None:
         if self.ending is not None:
             return
         self._pieces.append(text)
-        self._chars += max(len(text), PIECE_COST)
+        self._chars += _cost(text)
         while self._chars > self.limit_chars and len(self._pieces) > 1:
-            self._chars -= max(len(self._pieces.popleft()), PIECE_COST)
+            self._chars -= _cost(self._pieces.popleft())
             self._first += 1
         self._notify()
 

@@ -11,6 +11,7 @@ from functools import partial
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from quart_trio import QuartTrio
 
 from jarvis_trio import logs
@@ -18,8 +19,23 @@ from jarvis_trio.app import JarvisState
 from jarvis_trio.tools import processes
 
 
-def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 1.0) -> HypercornConfig:
-    config = HypercornConfig()
+class _Config(HypercornConfig):
+    """hypercorn's config, serving sockets bound beforehand (:func:`bind_sockets`)."""
+
+    prebound: Sockets | None = None
+
+    def create_sockets(self) -> Sockets:
+        if self.prebound is not None:
+            sockets, self.prebound = self.prebound, None
+            return sockets
+        return super().create_sockets()
+
+
+def hypercorn_config(
+    host: str, port: int, *, graceful_timeout: float = 1.0, sockets: Sockets | None = None
+) -> HypercornConfig:
+    config = _Config()
+    config.prebound = sockets
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     # Through our own handler and format, not a second one of hypercorn's.
@@ -31,11 +47,23 @@ def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 1.0) -> 
     return config
 
 
+def bind_sockets(host: str, port: int) -> Sockets:
+    """Bind ``host:port`` and listen, before anything else starts: a busy port
+    (``OSError`` with ``errno.EADDRINUSE``) is then found before the app logs
+    ``server_ready``, and ``jarvis-trio serve`` can say so in one line."""
+    config = hypercorn_config(host, port)
+    sockets: Sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
 async def serve(
     app: QuartTrio,
     host: str,
     port: int,
     *,
+    sockets: Sockets | None = None,
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = True,
     shutdown_timeout: float = 5.0,
@@ -48,6 +76,9 @@ async def serve(
     joined within the budget *before* hypercorn closes connections, so each
     client gets a clean final event. The whole way out takes at most
     ``shutdown_timeout`` seconds: our shutdown, then hypercorn's grace period.
+
+    ``sockets`` (from :func:`bind_sockets`) are served instead of binding
+    ``host:port`` anew.
 
     ``force_exit_after`` (for a process of its own: ``jarvis-trio serve``): if the
     process is still here that many seconds after the shutdown began, it exits.
@@ -84,7 +115,7 @@ async def serve(
             await state.manager.shutdown()
 
     graceful = min(1.0, shutdown_timeout / 4)
-    config = hypercorn_config(host, port, graceful_timeout=graceful)
+    config = hypercorn_config(host, port, graceful_timeout=graceful, sockets=sockets)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(hypercorn.trio.serve, app, config, shutdown_trigger=wait_for_shutdown)

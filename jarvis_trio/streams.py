@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import trio
 
-from jarvis_trio.backends.base import GenerationRequest
+from jarvis_trio.backends.base import GenerationRequest, Output, Usage
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.registry import Claim
 from jarvis_trio.replay import ReplayLog
@@ -73,11 +73,13 @@ class Stream:
         self.cancel_reason: CancelReason | None = None
         self.ending: Ending | None = None
         self.tokens = 0
+        # The model the upstream says is answering (None: the one asked for).
+        self.answered_model: str | None = None
         self.started_at: float | None = None
         self.decided = trio.Event()  # started or rejected
         self.finished = trio.Event()  # the task ended (or it never had one)
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
-        self._send, self._receive = trio.open_memory_channel[str](CHANNEL_BUFFER)
+        self._send, self._receive = trio.open_memory_channel[Output](CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
         self.producer_done = False
         self.blocked_on_reader = False
@@ -104,10 +106,12 @@ class Stream:
 
     # -- Sink (backend side)
 
-    def opened(self) -> None:
+    def opened(self, model: str | None = None) -> None:
+        if model and self.answered_model is None:
+            self.answered_model = self.log.model = model
         self._ready.set()
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: Output) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             if self.detached:
@@ -126,7 +130,7 @@ class Stream:
         if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
             self.on_first_token(now - self.started_at)
 
-    async def _send_to_reader(self, text: str) -> None:
+    async def _send_to_reader(self, text: Output) -> None:
         try:
             self._send.send_nowait(text)
         except trio.WouldBlock:
@@ -179,7 +183,7 @@ class Stream:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def batches(self) -> AsyncGenerator[list[str], None]:
+    async def batches(self) -> AsyncGenerator[list[Output], None]:
         """Output in batches of what is already buffered; stops at the end or a cancel."""
         try:
             while self.cancel_reason is None:
@@ -204,20 +208,29 @@ class Stream:
         finally:
             self._finish_reading()
 
-    async def collect(self) -> tuple[str, Ending]:
-        """Read the whole answer (the non-streaming path)."""
+    async def collect_output(self) -> tuple[list[Output], Ending]:
+        """Read the whole answer, piece by piece (the non-streaming path)."""
         await self.wait_ready()
-        parts: list[str] = []
+        parts: list[Output] = []
         async for batch in self.batches():
             parts.extend(batch)
-        return "".join(parts), self.final_ending()
+        return parts, self.final_ending()
+
+    async def collect(self) -> tuple[str, Ending]:
+        """Read the whole answer's text."""
+        parts, ending = await self.collect_output()
+        return "".join(p if isinstance(p, str) else p.content for p in parts), ending
 
     def final_ending(self) -> Ending:
         """How the reader should end, once :meth:`batches` is exhausted."""
         if self.cancel_reason is not None:
-            return Ending.cancelled(self.cancel_reason)
+            return Ending.cancelled(self.cancel_reason, self.partial_usage())
         assert self.ending is not None, "batches() ended before the stream did"
         return self.ending
+
+    def partial_usage(self) -> Usage:
+        """What a stream cut short produced: the pieces sent, as completion tokens."""
+        return Usage(prompt_tokens=0, completion_tokens=self.tokens)
 
     def detach(self) -> None:
         """The client left, but may come back as a viewer: stop feeding the channel

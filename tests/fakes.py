@@ -54,6 +54,9 @@ class FakeBackend:
     async def resolve_model(self, requested: str | None) -> str:
         return requested or "fake"
 
+    def check_request(self, request: GenerationRequest) -> None:
+        return None
+
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
         prompt = request.prompt
         self.starts[prompt] = trio.current_time()

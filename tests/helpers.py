@@ -36,6 +36,17 @@ def deadline(seconds: float) -> Callable[[Callable[P, Awaitable[T]]], Callable[P
     return wrap
 
 
+def outcome_of(chunk: dict[str, Any]) -> str:
+    """How a stream ended, from its last chunk: a cut stream's ``jarvis.outcome`` (its
+    ``finish_reason`` is OpenAI's ``"stop"``, checked here), else the finish_reason."""
+    finish: str = chunk["choices"][0]["finish_reason"]
+    outcome = (chunk.get("jarvis") or {}).get("outcome")
+    if outcome is None:
+        return finish
+    assert finish == "stop", chunk
+    return str(outcome)
+
+
 async def sse_events(response: httpx.Response) -> AsyncIterator[Any]:
     """Each ``data:`` payload, parsed; ``"[DONE]"`` as the string.
 

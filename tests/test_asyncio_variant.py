@@ -30,6 +30,7 @@ from tests.helpers import (
     deadline,
     eventually,
     open_server_process,
+    outcome_of,
     read_all_events,
     sse_events,
     text_of,
@@ -131,7 +132,7 @@ def is_superseded(events: list[Any]) -> bool:
     last: dict[str, Any] = events[-2]
     return bool(
         events[-1] == "[DONE]"
-        and last["choices"][0]["finish_reason"] == "superseded"
+        and outcome_of(last) == "superseded"
         and last["jarvis"] == {"outcome": "superseded"}
     )
 
@@ -268,7 +269,7 @@ async def test_superseded_plain_request_gets_409_and_stop_joins_the_stream() -> 
         assert stop["result"] == "finished_cleanly"
         assert stop["stream_id"] == b.headers["x-stream-id"]
         assert stop["waited_ms"] < 1000
-        assert b_rest[-2]["choices"][0]["finish_reason"] == "stopped"
+        assert outcome_of(b_rest[-2]) == "stopped"
         assert b_rest[-1] == "[DONE]"
         assert variant.events("stream_cancelled", trace=stop["stream_id"], reason="stopped")
         again = (await client.post("/v1/sessions/sess/cancel")).json()

@@ -40,16 +40,53 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ),
     ("empty messages", b'{"messages": []}', "too_short"),
     ("messages not a list", b'{"messages": "hi"}', "list_type"),
-    ("message not an object", b'{"messages": ["hi"]}', "model_type"),
-    ("unknown role", b'{"messages": [{"role": "wizard", "content": "x"}]}', "literal_error"),
-    ("missing role", b'{"messages": [{"content": "x"}]}', "missing"),
+    ("message not an object", b'{"messages": ["hi"]}', "model_attributes_type"),
+    ("unknown role", b'{"messages": [{"role": "wizard", "content": "x"}]}', "union_tag_invalid"),
+    ("missing role", b'{"messages": [{"content": "x"}]}', "union_tag_not_found"),
     ("missing content", b'{"messages": [{"role": "user"}]}', "missing"),
     ("content is a number", b'{"messages": [{"role": "user", "content": 5}]}', "string_type"),
     (
-        "image content part",
+        "image part without a url",
         b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}',
+        "missing",
+    ),
+    (
+        "image url of another scheme",
+        b'{"messages": [{"role": "user", "content": [{"type": "image_url",'
+        b' "image_url": {"url": "file:///etc/passwd"}}]}]}',
         "value_error",
     ),
+    (
+        "audio content part",
+        b'{"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}',
+        "value_error",
+    ),
+    ("assistant with nothing", b'{"messages": [{"role": "assistant"}]}', "invalid_value"),
+    (
+        "tool result without its call id",
+        b'{"messages": [{"role": "tool", "content": "4"}]}',
+        "missing",
+    ),
+    (
+        "tool call arguments not a string",
+        b'{"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function",'
+        b' "function": {"name": "f", "arguments": {}}}]}]}',
+        "string_type",
+    ),
+    ("top_logprobs without logprobs", b'{"prompt": "x", "top_logprobs": 2}', "invalid_value"),
+    (
+        "tool_choice naming no offered tool",
+        b'{"prompt": "x", "tool_choice": {"type": "function", "function": {"name": "f"}}}',
+        "invalid_value",
+    ),
+    ("tool without a name", b'{"prompt": "x", "tools": [{"type": "function"}]}', "missing"),
+    (
+        "response_format unknown",
+        b'{"prompt": "x", "response_format": {"type": "xml"}}',
+        "union_tag_invalid",
+    ),
+    ("logit_bias by word", b'{"prompt": "x", "logit_bias": {"hello": 5}}', "value_error"),
+    ("penalty too high", b'{"prompt": "x", "presence_penalty": 3}', "less_than_equal"),
     ("stream not a bool", b'{"prompt": "x", "stream": "yes"}', "bool_type"),
     ("max_tokens zero", b'{"prompt": "x", "max_tokens": 0}', "greater_than_equal"),
     ("max_tokens float", b'{"prompt": "x", "max_tokens": 1.5}', "int_type"),
@@ -61,7 +98,6 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("n greater than one", b'{"prompt": "x", "n": 2}', "unsupported_value"),
     ("seed string", b'{"prompt": "x", "seed": "7"}', "int_type"),
     ("stream_options without stream", b'{"prompt": "x", "stream_options": {}}', "value_error"),
-    ("model empty", b'{"prompt": "x", "model": ""}', "string_too_short"),
 ]
 
 

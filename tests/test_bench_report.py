@@ -11,19 +11,22 @@ import pytest
 
 from benchmarks.handoff import Round
 from benchmarks.load import TOKEN_MARK, TokenCounter
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, load_warning
 from benchmarks.memory import MemoryResult
 from benchmarks.report import (
     BEGIN,
     END,
+    PageContext,
     VariantResults,
     comparison_rows,
     fmt_summary,
     markdown_table,
+    render_page,
     render_table,
     replace_generated,
     verdict_summary,
 )
+from benchmarks.run import Bar
 from benchmarks.stats import (
     cdf_points,
     percentile,
@@ -128,8 +131,8 @@ def test_overlapping_sessions_reads_the_wire_not_the_request_count() -> None:
 
 
 def test_fmt_summary() -> None:
-    assert fmt_summary(summarize([1.0, 2.0, 3.0])) == "2.0 / 3.0 / 3.0"
-    assert fmt_summary(summarize([1.0, None])) == "1.0 / 1.0 / 1.0; never in 1 of 2"
+    assert fmt_summary(summarize([1.0, 2.0, 3.0])) == "p50 2.0 / p99 3.0 / max 3.0"
+    assert fmt_summary(summarize([1.0, None])) == "p50 1.0 / p99 1.0 / max 1.0; never in 1 of 2"
     assert fmt_summary(summarize([None, None])) == "never (2 of 2)"
     assert fmt_summary(summarize([])) == "not run"
 
@@ -196,13 +199,17 @@ def _results() -> tuple[VariantResults, VariantResults]:
 def test_rows_compare_both_variants_and_judge_trio_against_its_targets() -> None:
     rows = {r.measure: r for r in comparison_rows(*_results())}
     silent = rows["Handoff, silent upstream: B's first token (ms)"]
-    assert (silent.trio, silent.verdict) == ("8.0 / 8.0 / 8.0", "pass")
-    assert silent.asyncio == "9.0 / 9.0 / 9.0; never in 1 of 6"
+    assert (silent.trio, silent.verdict) == ("p50 8.0 / p99 8.0 / max 8.0", "pass")
+    assert silent.asyncio == "p50 9.0 / p99 9.0 / max 9.0; never in 1 of 6"
     assert silent.ratio == "—"  # the baseline's p99 never came
     chatty = rows["Handoff, chatty upstream: B's first token (ms)"]
     assert chatty.verdict == "miss"  # two of 100 rounds at 30 ms: p99 is 30 ms
     eof = rows["Supersede, silent A → A's upstream closed (ms)"]
-    assert (eof.trio, eof.asyncio, eof.verdict) == ("3.0 / 3.0 / 3.0", "never (6 of 6)", "pass")
+    assert (eof.trio, eof.asyncio, eof.verdict) == (
+        "p50 3.0 / p99 3.0 / max 3.0",
+        "never (6 of 6)",
+        "pass",
+    )
     assert "Stop → upstream closed (ms)" not in rows  # not run
     overhead = rows["TTFT overhead, p50 gateway - p50 direct (ms)"]
     assert (overhead.trio, overhead.asyncio, overhead.verdict) == ("3.00", "1.00", "miss")
@@ -244,3 +251,33 @@ def test_generated_part_is_replaced_and_hand_written_text_kept() -> None:
 def test_cpu_model_from_proc_cpuinfo() -> None:
     text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon 8375C\n"
     assert cpu_model(text) == "Intel Xeon 8375C"
+
+
+# -- what `make bench` prints -------------------------------------------------------------
+
+
+def test_a_loaded_machine_is_warned_about_at_the_top_of_the_page() -> None:
+    assert load_warning(0.85, 2) is None
+    warning = load_warning(4.6, 2)
+    assert warning is not None
+    assert "load average 4.60" in warning
+    assert "2 cores" in warning
+    ctx = PageContext("Results", "now", "quick", [("cores", "2")], [], 1.0, warning=warning)
+    page = render_page(ctx, VariantResults("trio"), VariantResults("asyncio"))
+    lines = page.splitlines()
+    assert lines[0] == "## Results"
+    assert lines[2] == f"> **Warning:** {warning}"
+    quiet = PageContext("Results", "now", "quick", [("cores", "2")], [], 1.0)
+    assert "Warning" not in render_page(quiet, VariantResults("trio"), VariantResults("asyncio"))
+
+
+def test_progress_bars_are_drawn_only_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a terminal (a log file, CI): no bar, one line per bar when it ends."""
+    with Bar("trio handoff silent", 3, "round") as bar:
+        bar()
+        bar()
+        bar.show(3, streams=10)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("trio handoff silent: 3 of 3 rounds, ")
+    assert "\r" not in err

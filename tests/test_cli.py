@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,13 @@ from tests.helpers import (
     ServerProcess,
     deadline,
     open_server_process,
+    outcome_of,
     read_all_events,
     sse_events,
 )
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[1]
 DATA = Path(__file__).parent / "data"
 SEED = Path(__file__).parents[2] / "shared" / "seeds" / "000_2043c89622f673e5.txt"
 
@@ -51,10 +56,11 @@ async def test_serve_streams_and_shuts_down_cleanly_on_sigterm() -> None:
             rest = [e async for e in events]
     assert code == 0
     assert rest[-1] == "[DONE]"
-    assert rest[-2]["choices"][0]["finish_reason"] == "shutdown"
+    assert outcome_of(rest[-2]) == "shutdown"
     log = "\n".join(server.output)
     assert "shutdown_requested signal=SIGTERM" in log
     assert "reason=shutdown" in log
+    assert "shutdown_complete" in server.output[-1]  # the last line before the exit
 
 
 @deadline(40)
@@ -180,7 +186,7 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
                 )
                 assert b.status_code == 200
                 rest = [e async for e in a_events]
-            assert rest[-2]["choices"][0]["finish_reason"] == "superseded"
+            assert outcome_of(rest[-2]) == "superseded"
             events = (await sim_client.get("/_sim/events")).json()
             requests = [e for e in events if e["kind"] == "request"]
             first, second = requests[0]["conn"], requests[1]["conn"]
@@ -244,7 +250,7 @@ async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
         assert await stop(sim) == 0
     assert len(endings) == 100
     for last_chunk, done in endings:
-        assert last_chunk["choices"][0]["finish_reason"] == "shutdown"
+        assert outcome_of(last_chunk) == "shutdown"
         assert done == "[DONE]"
 
 
@@ -280,3 +286,81 @@ async def test_sigterm_exits_even_when_clients_stopped_reading() -> None:
     assert code == 0
     assert took < 1 + 1 + 2  # the shutdown's 1 s, the watchdog's 1 s, a loaded machine
     assert "shutdown_forced" in "\n".join(server.output)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@deadline(30)
+async def test_a_busy_port_is_one_line_and_exit_code_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [str(BIN / "jarvis-trio"), "serve", "--port", str(port), "--backend", "sim"]
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, check=False
+            )
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert result.stderr.decode() == f"jarvis-trio: port {port} is in use; use --port\n"
+
+
+@deadline(30)
+async def test_jarvis_port_from_the_environment_is_the_port() -> None:
+    port = free_port()
+    argv = [str(BIN / "jarvis-trio"), "serve", "--backend", "sim"]
+    async with (
+        open_server_process(argv, SERVE_READY, env={"JARVIS_PORT": str(port)}) as server,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        assert server.url == f"http://127.0.0.1:{port}"
+        assert (await client.get(server.url + "/healthz")).status_code == 200
+
+
+MAKE = shutil.which("make")
+
+
+@pytest.mark.skipif(
+    MAKE is None or not (ROOT / ".venv" / "bin" / "jarvis-trio").exists(),
+    reason="needs make and the checkout's .venv (make install)",
+)
+@pytest.mark.parametrize("how", ["PORT=", "JARVIS_PORT"])
+@deadline(40)
+async def test_make_run_takes_port_and_jarvis_port(how: str) -> None:
+    """`make run PORT=8001` and `JARVIS_PORT=8001 make run` (make forwards SIGTERM)."""
+    assert MAKE is not None
+    port = free_port()
+    # -o: never reinstall the venv from inside a test, even when it looks stale.
+    argv = [MAKE, "-s", "-C", str(ROOT), "-o", ".venv/.installed", "run"]
+    env = {"JARVIS_SIM_TOKENS_PER_SECOND": "500"}
+    if how == "PORT=":
+        argv.append(f"PORT={port}")
+    else:
+        env["JARVIS_PORT"] = str(port)
+    async with (
+        open_server_process(argv, SERVE_READY, env=env) as server,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        assert server.url == f"http://127.0.0.1:{port}"
+        body = {"prompt": "hi", "max_tokens": 2}
+        answer = await client.post(server.url + "/v1/chat/completions", json=body)
+        assert answer.json()["choices"][0]["finish_reason"] == "length"
+        assert await stop(server) in (0, -signal.SIGTERM)  # make dies of the signal it forwards
+    # The pipe closed, so the server (make's child) has exited, and cleanly:
+    assert any("shutdown_complete" in line for line in server.output)
+
+
+def test_make_run_port_wins_over_jarvis_port() -> None:
+    if MAKE is None:
+        pytest.skip("needs make")
+    argv = [MAKE, "-n", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "run", "PORT=8123"]
+    env = {**os.environ, "JARVIS_PORT": "8124"}
+    line = subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stdout
+    assert "--port 8123" in line
+    assert "8124" not in line

@@ -9,9 +9,10 @@ import httpx
 import pytest
 import trio
 
+from jarvis_trio.backends.base import Output
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.fakes import FakeBackend
-from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
+from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of
 
 CHAT = "/v1/chat/completions"
 LONG = {"messages": [{"role": "user", "content": "Long essay about AI"}], "stream": True}
@@ -101,7 +102,7 @@ async def test_prompt_b_supersedes_a_in_the_same_session(
     assert rest_of_a[-1] == "[DONE]"
     a_last = rest_of_a[-2]
     assert a_last["id"] == a_id
-    assert a_last["choices"][0]["finish_reason"] == "superseded"
+    assert outcome_of(a_last) == "superseded"
     assert a_last["jarvis"] == {"outcome": "superseded"}
     assert text_of(first + rest_of_a)  # A streamed before it was superseded
     assert b_events[-1] == "[DONE]"
@@ -167,12 +168,12 @@ async def test_a_waiting_request_is_superseded_by_a_newer_one_and_never_starts(
             await trio.sleep(0.2)
             c = await cc.post(CHAT, json=chat("C", max_tokens=3), headers=headers)
             a_rest = [e async for e in a_events]
-    assert a_rest[-2]["choices"][0]["finish_reason"] == "superseded"  # not a disconnect
+    assert outcome_of(a_rest[-2]) == "superseded"  # not a disconnect
     assert c.status_code == 200
     assert b_result[0] == 200
     b_events = b_result[1:]
     assert b_events[-1] == "[DONE]"
-    assert b_events[-2]["choices"][0]["finish_reason"] == "superseded"
+    assert outcome_of(b_events[-2]) == "superseded"
     assert text_of(b_events) == ""
     assert "B" not in backend.starts
 
@@ -226,7 +227,7 @@ async def test_stop_endpoint_joins_the_stream_and_says_how_it_ended(
     assert body["stream_id"] == r.headers["x-stream-id"]
     assert server.manager.statistics().live_streams == 0
     assert rest[-1] == "[DONE]"
-    assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
+    assert outcome_of(rest[-2]) == "stopped"
 
 
 @deadline(20)
@@ -239,7 +240,7 @@ async def test_stop_reports_a_join_timeout(start_server: StartServer) -> None:
             await anext(events)
             stop = await stopper.post("/v1/sessions/sess-stuck/cancel")
             rest = [e async for e in events]
-    assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
+    assert outcome_of(rest[-2]) == "stopped"
     assert stop.json()["result"] == "join_timeout"
     assert stop.json()["waited_ms"] >= 200
 
@@ -298,10 +299,11 @@ async def test_a_client_that_stops_reading_cannot_make_the_server_buffer_without
     class Bulky(FakeBackend):
         async def generate(self, request: Any, sink: Any) -> Any:
             class Big:
-                def opened(self) -> None:
+                def opened(self, model: str | None = None) -> None:
                     sink.opened()
 
-                async def send(self, text: str) -> None:
+                async def send(self, text: Output) -> None:
+                    assert isinstance(text, str)
                     await sink.send(text * 1000)
 
             return await super().generate(request, Big())

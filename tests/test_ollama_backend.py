@@ -13,12 +13,13 @@ import pytest
 import trio
 
 from jarvis_trio.backends import choose_backend
+from jarvis_trio.backends.base import Output
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.sim import SimBackend
 from jarvis_trio.config import Settings
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer
-from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
+from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of
 
 CHAT = "/v1/chat/completions"
 MODEL = "llama3.2:1b"
@@ -106,7 +107,7 @@ async def test_silent_upstream_is_closed_before_the_next_prompt_reaches_it(
             b_events = await read_all_events(b)
     assert b_events[-1] == "[DONE]"
     assert b_events[-2]["choices"][0]["finish_reason"] == "stop"
-    assert a_events[-2]["choices"][0]["finish_reason"] == "superseded"
+    assert outcome_of(a_events[-2]) == "superseded"
     second = next(r for r in sim.requests() if r.conn != first.conn)
     assert sim.record(first.conn).closed_by == "client"
     assert seq_of(sim, "close", first.conn) < seq_of(sim, "request", second.conn)
@@ -142,7 +143,7 @@ async def test_stop_closes_a_silent_upstream(start_server: StartServer, sim: Oll
             stop = await stopper.post("/v1/sessions/stop-silent/cancel")
             rest = [e async for e in events]
     assert stop.json()["result"] == "finished_cleanly"
-    assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
+    assert outcome_of(rest[-2]) == "stopped"
     await all_closed(sim, limiter)
 
 
@@ -280,10 +281,10 @@ async def test_cancel_frees_a_thread_blocked_in_connect() -> None:
     backend = OllamaBackend(f"http://{host}:{port}", limiter=limiter, connect_timeout=20.0)
 
     class Nowhere:
-        def opened(self) -> None:
+        def opened(self, model: str | None = None) -> None:
             raise AssertionError("never connected")
 
-        async def send(self, text: str) -> None:
+        async def send(self, text: Output) -> None:
             raise AssertionError("never connected")
 
     try:

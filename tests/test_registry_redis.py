@@ -35,6 +35,7 @@ from tests.helpers import (
     eventually,
     open_redis_server,
     open_server_process,
+    outcome_of,
     read_all_events,
     sse_events,
     text_of,
@@ -121,11 +122,12 @@ class Pair:
 
 
 def finish_reason(events: list[Any]) -> str | None:
+    """How the stream ended: a cut stream's ``jarvis.outcome``, else its finish_reason."""
     for event in reversed(events):
         if isinstance(event, dict) and event.get("choices"):
             reason = event["choices"][0].get("finish_reason")
             if reason is not None:
-                return str(reason)
+                return outcome_of(event)
     return None
 
 

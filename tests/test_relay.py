@@ -8,6 +8,7 @@ import time
 import pytest
 import trio
 
+from jarvis_trio.backends.base import Output
 from jarvis_trio.errors import UpstreamError
 from jarvis_trio.relay import RELAY_LIMIT, PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken
@@ -18,13 +19,13 @@ class ListSink:
     """A sink that records what it gets; ``gate`` (when set) holds every send."""
 
     def __init__(self, gate: trio.Event | None = None) -> None:
-        self.got: list[str] = []
+        self.got: list[Output] = []
         self.gate = gate
 
-    def opened(self) -> None:
+    def opened(self, model: str | None = None) -> None:
         pass
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: Output) -> None:
         if self.gate is not None:
             await self.gate.wait()
         await trio.lowlevel.checkpoint()
@@ -139,7 +140,7 @@ async def test_a_cancel_reaches_the_caller_as_a_plain_cancelled() -> None:
 
 
 class FailingSink(ListSink):
-    async def send(self, text: str) -> None:
+    async def send(self, text: Output) -> None:
         raise UpstreamError("the sink failed", code="upstream_error")
 
 

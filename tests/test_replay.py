@@ -7,6 +7,7 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
+from jarvis_trio.backends.base import Output
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.replay import PIECE_COST, Replay, ReplayLog, RetainedLogs, parse_last_event_id
 from jarvis_trio.rules import CancelReason
@@ -79,7 +80,7 @@ async def test_every_change_sets_the_event_read_before_it() -> None:
 
 async def test_a_waiting_viewer_wakes_on_the_next_piece() -> None:
     log = log_of()
-    seen: list[str] = []
+    seen: list[Output] = []
 
     async def viewer() -> None:
         event = log.changed()

@@ -6,7 +6,7 @@ import trio
 
 from tests.conftest import RunningServer, StartServer
 from tests.fakes import FakeBackend
-from tests.helpers import deadline, eventually, sse_events
+from tests.helpers import deadline, eventually, outcome_of, sse_events
 
 CHAT = "/v1/chat/completions"
 LONG = {"prompt": "Long essay about AI", "stream": True}
@@ -32,7 +32,7 @@ async def test_list_and_cancel_by_stream_id(server: RunningServer) -> None:
             cancel = await admin.post(f"/v1/requests/{entry['id']}/cancel")
             assert cancel.json()["result"] == "finished_cleanly"
             rest = [e async for e in events]
-        assert rest[-2]["choices"][0]["finish_reason"] == "stopped"
+        assert outcome_of(rest[-2]) == "stopped"
         assert (await admin.get("/v1/requests")).json()["data"] == []
         again = await admin.post(f"/v1/requests/{entry['id']}/cancel")
         assert again.json()["result"] == "nothing_live"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest
+from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Output
 from jarvis_trio.backends.sim import (
     LONG_ANSWER_TOKENS,
     MODEL_ID,
@@ -24,13 +24,15 @@ def req(prompt: str, **kw: object) -> GenerationRequest:
 class ListSink:
     def __init__(self) -> None:
         self.pieces: list[str] = []
+        self.outputs: list[Output] = []
         self.was_opened = False
 
-    def opened(self) -> None:
+    def opened(self, model: str | None = None) -> None:
         self.was_opened = True
 
-    async def send(self, text: str) -> None:
-        self.pieces.append(text)
+    async def send(self, text: Output) -> None:
+        self.outputs.append(text)
+        self.pieces.append(text if isinstance(text, str) else text.content)
         await trio.lowlevel.checkpoint()
 
 

@@ -8,11 +8,19 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jarvis_trio.backends.base import Usage
+from jarvis_trio.backends.base import Delta, Usage
 from jarvis_trio.errors import UpstreamTimeout
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
-from jarvis_trio.wire import DONE, ChunkFormat, completion, event_id, sse, stream_ending
+from jarvis_trio.wire import (
+    DONE,
+    ChunkFormat,
+    assemble,
+    completion,
+    event_id,
+    sse,
+    stream_ending,
+)
 
 FMT = ChunkFormat("chatcmpl-1", "m", 1700000000)
 
@@ -51,12 +59,77 @@ def test_completed_ending_with_usage() -> None:
     assert out[2] == "[DONE]"
 
 
-def test_cancelled_endings_say_why_in_finish_reason_and_extra_field() -> None:
+def test_cancelled_endings_finish_as_stop_and_say_why_in_the_extra_field() -> None:
     for reason in (CancelReason.SUPERSEDED, CancelReason.STOPPED, CancelReason.SHUTDOWN):
         out = events(stream_ending(FMT, Ending.cancelled(reason)))
-        assert out[0]["choices"][0]["finish_reason"] == reason.value
+        assert out[0]["choices"][0]["finish_reason"] == "stop"  # in every client's enum
         assert out[0]["jarvis"] == {"outcome": reason.value}
         assert out[1] == "[DONE]"
+
+
+def test_extended_finish_reasons_name_the_cancel_in_finish_reason() -> None:
+    fmt = ChunkFormat("chatcmpl-1", "m", 1, extended_finish_reasons=True)
+    for reason in (CancelReason.SUPERSEDED, CancelReason.STOPPED, CancelReason.SHUTDOWN):
+        out = events(stream_ending(fmt, Ending.cancelled(reason)))
+        assert out[0]["choices"][0]["finish_reason"] == reason.value
+        assert out[0]["jarvis"] == {"outcome": reason.value}
+
+
+def test_every_ending_sends_usage_when_asked() -> None:
+    fmt = ChunkFormat("chatcmpl-1", "m", 1, include_usage=True)
+    cut = events(stream_ending(fmt, Ending.cancelled(CancelReason.STOPPED, Usage(0, 5))))
+    assert cut[1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}
+    error = UpstreamTimeout("No output.", code="inactivity_timeout")
+    failed = events(stream_ending(fmt, Ending(Outcome.INACTIVITY, error=error), produced=7))
+    assert failed[0]["usage"]["completion_tokens"] == 7
+    assert failed[1]["error"]["code"] == "inactivity_timeout"
+    assert failed[2] == "[DONE]"
+
+
+def test_a_delta_keeps_every_field_the_upstream_sent() -> None:
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+    piece = Delta(
+        "x",
+        fields={"tool_calls": [call], "reasoning_content": "hm"},
+        logprobs={"content": [{"token": "x", "logprob": -0.1, "bytes": [120]}]},
+        extra={"timings": {"predicted_n": 1}},
+    )
+    out = events(FMT.piece(piece, 3))[0]
+    assert out["choices"][0]["delta"] == {
+        "content": "x",
+        "tool_calls": [call],
+        "reasoning_content": "hm",
+    }
+    assert out["choices"][0]["logprobs"]["content"][0]["token"] == "x"
+    assert out["timings"] == {"predicted_n": 1}
+    assert out["id"] == "chatcmpl-1"
+
+
+def test_assemble_merges_tool_call_deltas_by_index() -> None:
+    def call(index: int, **kw: Any) -> Delta:
+        return Delta(fields={"tool_calls": [{"index": index, **kw}]})
+
+    message, logprobs = assemble(
+        [
+            call(0, id="call_a", type="function", function={"name": "add", "arguments": ""}),
+            call(0, function={"arguments": '{"a": '}),
+            call(1, id="call_b", type="function", function={"name": "clock", "arguments": "{}"}),
+            call(0, function={"arguments": "2}"}),
+            Delta(fields={"reasoning_content": "think"}),
+            Delta(fields={"reasoning_content": "ing"}),
+        ]
+    )
+    assert message["content"] is None  # tool calls and no text: OpenAI says null
+    assert message["reasoning_content"] == "thinking"
+    assert message["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "add", "arguments": '{"a": 2}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "clock", "arguments": "{}"}},
+    ]
+    assert logprobs is None
+    text, _ = assemble(
+        ["a", Delta("b", logprobs={"content": [1]}), Delta(logprobs={"content": [2]})]
+    )
+    assert text["content"] == "ab"
 
 
 def test_failed_ending_is_an_openai_error_event() -> None:
@@ -87,7 +160,7 @@ def test_completion_body() -> None:
         stream_id="chatcmpl-1",
         model="m",
         created=1,
-        text="hello",
+        pieces=["hello"],
         finish_reason="stop",
         usage=Usage(2, 1),
     )

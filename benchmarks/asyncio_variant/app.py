@@ -117,7 +117,7 @@ def create_app(
         if not chat.stream:
             text, ending = await run.collect()
             body = completion_for(
-                stream_id=run.id, model=model, created=run.created, text=text, ending=ending
+                stream_id=run.id, model=model, created=run.created, pieces=[text], ending=ending
             )
             return JSONResponse(body, headers=headers)
         return StreamingResponse(

@@ -9,21 +9,47 @@ get that for free from :mod:`jarvis_trio.threads`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for, as OpenAI writes it (``arguments`` is JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: Role
     content: str
+    # Image URLs of the turn's ``image_url`` parts (``data:`` or http(s)), in order.
+    images: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """What to generate, independent of the wire format it came in."""
+    """What to generate, independent of the wire format it came in.
+
+    The typed fields are what every backend understands. ``options`` holds the
+    rest of the client's body as sent (tools, response_format, penalties, vendor
+    extras...), less the fields the gateway owns (``model``, ``stream``,
+    ``stream_options``); a backend maps each one, passes it on, or refuses it.
+    """
 
     model: str
     messages: tuple[ChatTurn, ...]
@@ -34,6 +60,23 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # Who asked, for upstream tracing (``X-Jarvis-Session``); never shown to the model.
     trace_session: str | None = None
+    options: Mapping[str, Any] = field(default_factory=_empty)
+    # The client's messages as sent, for backends that speak OpenAI's protocol.
+    raw_messages: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The function tools offered (OpenAI's ``tools``); none when ``tool_choice`` is
+        ``"none"``."""
+        tools = self.options.get("tools") or []
+        if self.options.get("tool_choice") == "none":
+            return []
+        return [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+
+    @property
+    def response_format(self) -> Mapping[str, Any] | None:
+        value = self.options.get("response_format")
+        return value if isinstance(value, Mapping) else None
 
     @property
     def prompt(self) -> str:
@@ -48,19 +91,53 @@ class GenerationRequest:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # The upstream's other usage keys (``prompt_tokens_details``...), relayed as sent.
+    extra: Mapping[str, Any] = field(default_factory=_empty, compare=False)
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+FINISH_REASONS: frozenset[str] = frozenset(
+    ("stop", "length", "tool_calls", "content_filter", "function_call")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of an answer that is more than plain text, in OpenAI's names.
+
+    ``fields`` are the delta's keys besides ``content`` (``tool_calls``,
+    ``reasoning_content``, ``refusal``...), ``logprobs`` the choice's log
+    probabilities for this piece, and ``extra`` the chunk's own top-level keys
+    that OpenAI's chunk does not have (an upstream's ``timings``...).
+    Plain text travels as a ``str``: the common case costs no object.
+    """
+
+    content: str = ""
+    fields: Mapping[str, Any] = field(default_factory=_empty)
+    logprobs: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=_empty)
+
+    def size(self) -> int:
+        """Characters it stands for, roughly (for buffer bounds)."""
+        return len(self.content) + len(repr(self.fields)) + len(repr(self.logprobs))
+
+
+# What a stream carries: text, or a richer piece.
+Output = str | Delta
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationResult:
     finish_reason: FinishReason
     usage: Usage
+    # The model the upstream says answered (None: the one asked for).
+    model: str | None = None
+    # The final chunk's or body's top-level keys beyond OpenAI's (``timings``...).
+    extra: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +146,20 @@ class Piece:
 
     ``finish_reason`` and ``usage`` are set on the unit that carries them; ``end``
     marks the protocol's explicit end (Ollama's ``done``, OpenAI's ``[DONE]``).
+    ``output`` is what to relay (text or a :class:`Delta`), ``model`` the model
+    the upstream names, ``extra`` top-level keys to keep for the final answer.
     """
 
-    content: str = ""
+    output: Output = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     end: bool = False
+    model: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=_empty)
+
+    @property
+    def content(self) -> str:
+        return self.output if isinstance(self.output, str) else self.output.content
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +183,22 @@ def clean_text(text: str) -> str:
 class Sink(Protocol):
     """Where a backend delivers its output, from the trio side."""
 
-    def opened(self) -> None:
-        """The upstream accepted the request; headers may now go to the client."""
+    def opened(self, model: str | None = None) -> None:
+        """The upstream answered (``model``: the model it names); headers may now go out."""
 
-    async def send(self, text: str) -> None:
-        """Deliver one piece of text. Raises ``Cancelled`` once the stream is cancelled."""
+    async def send(self, piece: Output) -> None:
+        """Deliver one piece. Raises ``Cancelled`` once the stream is cancelled."""
 
 
 class Backend(Protocol):
     name: str
 
     async def list_models(self) -> list[ModelInfo]: ...
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Raise :class:`jarvis_trio.errors.InvalidRequest` (400) for a request this
+        backend cannot honour as asked, before it is admitted to its session."""
+        ...
 
     async def resolve_model(self, requested: str | None) -> str:
         """The model to use for ``requested`` (``None``: the default).

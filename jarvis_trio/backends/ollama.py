@@ -7,6 +7,7 @@ How a cancel reaches a thread blocked on a silent Ollama:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jarvis_trio.backends import ollama_wire
@@ -24,6 +25,9 @@ class OllamaBackend(UpstreamBackend):
 
     def parse_line(self, line: str) -> Piece | None:
         return ollama_wire.parse_chat_line(line)
+
+    def line_parser(self) -> Callable[[str], Piece | None]:
+        return ollama_wire.ChatLines()
 
     def parse_models(self, body: Any) -> list[ModelInfo]:
         return ollama_wire.models_from_tags(body)

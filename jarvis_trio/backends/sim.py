@@ -13,13 +13,17 @@ at the default pace, so the supersede scenario can be watched by hand.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import secrets
 import time
 from collections.abc import Iterator
 
 import trio
 
+from jarvis_trio import sim_answers
 from jarvis_trio.backends.base import (
+    Delta,
     FinishReason,
     GenerationRequest,
     GenerationResult,
@@ -27,7 +31,7 @@ from jarvis_trio.backends.base import (
     Sink,
     Usage,
 )
-from jarvis_trio.errors import NotFound
+from jarvis_trio.errors import InvalidRequest, NotFound
 from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken
 
@@ -100,6 +104,9 @@ class SimBackend:
     async def resolve_model(self, requested: str | None) -> str:
         return resolve_sim_model(requested)
 
+    def check_request(self, request: GenerationRequest) -> None:
+        check_sim_request(request)
+
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
         sink.opened()
         return await relay_from_worker(
@@ -110,11 +117,26 @@ class SimBackend:
         self, request: GenerationRequest, token: CancelToken, relay: PieceRelay
     ) -> GenerationResult:
         """Runs in the worker thread: paced, polling the token between tokens."""
+        answer = plan_for(request)
+        if answer.calls:
+            token.wait(self.interval)
+            token.raise_if_cancelled()
+            for call in tool_call_deltas(answer.calls):
+                relay.put(call)
+            return GenerationResult(
+                finish_reason="tool_calls",
+                usage=Usage(count_words(request), len(answer.calls)),
+            )
         stops = StopFilter(request.stop)
         finish: FinishReason = "stop"
         generated = 0
         next_at = time.monotonic()
-        for piece in sim_pieces(request, marked=self.mark_tokens):
+        pieces = (
+            sim_pieces(request, marked=self.mark_tokens)
+            if answer.text is None
+            else text_pieces(answer.text)
+        )
+        for piece in pieces:
             if request.max_tokens is not None and generated >= request.max_tokens:
                 finish = "length"
                 break
@@ -169,6 +191,84 @@ class StopFilter:
         """What was held back (up to a stop string, if one appeared)."""
         out, self._sent = self._text[self._sent :], len(self._text)
         return out
+
+
+# What the embedded model cannot do; asked for, each is a 400 that names it.
+_SIM_UNSUPPORTED = {
+    "logprobs": "the embedded model has no token probabilities",
+    "top_logprobs": "the embedded model has no token probabilities",
+    "logit_bias": "the embedded model has no tokenizer to bias",
+}
+
+
+def check_sim_request(request: GenerationRequest) -> None:
+    """Refuse, with a 400 naming it, what the embedded model cannot honour."""
+    for name, why in _SIM_UNSUPPORTED.items():
+        if request.options.get(name):
+            raise InvalidRequest(
+                f"{name} is not supported here: {why}.", param=name, code="unsupported_parameter"
+            )
+
+
+def plan_for(request: GenerationRequest) -> sim_answers.Plan:
+    """The embedded model's answer plan for ``request`` (see :mod:`jarvis_trio.sim_answers`)."""
+    names = {c.id: c.name for turn in request.messages for c in turn.tool_calls}
+    turns = [
+        sim_answers.Turn(t.role, t.content, names.get(t.tool_call_id or "") or t.name)
+        for t in request.messages
+    ]
+    fmt = request.response_format or {}
+    schema = None
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        schema = schema if isinstance(schema, dict) else {"type": "object"}
+    choice = request.options.get("tool_choice")
+    tools = request.tools
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        tools = [t for t in tools if t["function"].get("name") == wanted]
+    answer = sim_answers.plan(
+        turns,
+        tools=tools,
+        json_schema=schema,
+        json_mode=fmt.get("type") == "json_object",
+        parallel=request.options.get("parallel_tool_calls") is not False,
+    )
+    forced = choice == "required" or isinstance(choice, dict)
+    if forced and not answer.calls and tools and answer.text is None:
+        first = tools[0]["function"]
+        params = first.get("parameters")
+        example = sim_answers.example_for(params) if isinstance(params, dict) else {}
+        answer = sim_answers.Plan(
+            calls=(sim_answers.Call(first["name"], example if isinstance(example, dict) else {}),)
+        )
+    return answer
+
+
+def tool_call_deltas(calls: tuple[sim_answers.Call, ...]) -> list[Delta]:
+    """One streamed piece per call, as OpenAI streams a call that arrives whole."""
+    return [
+        Delta(
+            fields={
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": "call_" + secrets.token_hex(12),
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                ]
+            }
+        )
+        for i, call in enumerate(calls)
+    ]
+
+
+def text_pieces(text: str) -> Iterator[str]:
+    """A fixed text as pieces of a word each (a JSON answer too)."""
+    for i, word in enumerate(text.split(" ")):
+        yield word if i == 0 else " " + word
 
 
 def resolve_sim_model(requested: str | None) -> str:

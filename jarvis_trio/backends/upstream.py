@@ -34,7 +34,7 @@ import json
 import socket
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -45,6 +45,7 @@ import trio
 from httpcore._backends.sync import SyncStream  # not exported; pinned in constraints.txt
 
 from jarvis_trio.backends.base import (
+    Delta,
     FinishReason,
     GenerationRequest,
     GenerationResult,
@@ -239,10 +240,18 @@ class UpstreamBackend(ABC):
     @abstractmethod
     def parse_line(self, line: str) -> Piece | None: ...
 
+    def line_parser(self) -> Callable[[str], Piece | None]:
+        """The parser of one answer's lines (a protocol with state makes one per answer)."""
+        return self.parse_line
+
     @abstractmethod
     def parse_models(self, body: Any) -> list[ModelInfo]: ...
 
     # -- the Backend interface
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Raise the :class:`InvalidRequest` the request would meet, before it is admitted."""
+        self.chat_body(request)
 
     async def list_models(self) -> list[ModelInfo]:
         return await run_in_worker(self._models, limiter=self.limiter)
@@ -297,20 +306,33 @@ class UpstreamBackend(ABC):
                 raise upstream_status_error(
                     response.status_code, message, model=request.model, url=self.url
                 )
-            trio.from_thread.run_sync(sink.opened)
+            parse = self.line_parser()
+            opened = False
             sent = 0
             finish: FinishReason | None = None
             usage: Usage | None = None
+            model: str | None = None
+            called_tools = False
+            extra: dict[str, Any] = {}
             for line in response.iter_lines():
                 token.raise_if_cancelled()  # the poll between lines
-                piece = self.parse_line(line)
+                piece = parse(line)
                 if piece is None:
                     continue
-                if piece.content:
-                    relay.put(piece.content)
+                if not opened:  # the first answer, not just headers: it names the model
+                    trio.from_thread.run_sync(sink.opened, piece.model)
+                    opened = True
+                if piece.output != "":
+                    relay.put(piece.output)
                     sent += 1
+                    called_tools = called_tools or (
+                        isinstance(piece.output, Delta)
+                        and bool(piece.output.fields.get("tool_calls"))
+                    )
                 finish = piece.finish_reason or finish
                 usage = piece.usage or usage
+                model = model or piece.model
+                extra.update(piece.extra)
                 if piece.end:
                     break
         if finish is None:
@@ -318,4 +340,6 @@ class UpstreamBackend(ABC):
                 f"The model server at {self.url} ended the answer without finishing it.",
                 code="upstream_incomplete",
             )
-        return GenerationResult(finish, usage or Usage(0, sent))
+        if called_tools and finish == "stop":
+            finish = "tool_calls"  # Ollama says "stop" after its tool calls; OpenAI does not
+        return GenerationResult(finish, usage or Usage(0, sent), model=model, extra=extra)

@@ -15,7 +15,13 @@
 
 const STORE = "jarvis-trio.chat.v1";
 const RESUME_SECONDS = "30"; // how long the server keeps an answer going for a refresh
-const TERMINAL = { stop: "done", length: "done", superseded: "superseded", stopped: "stopped" };
+const TERMINAL = {
+  stop: "done",
+  length: "done",
+  tool_calls: "done",
+  superseded: "superseded",
+  stopped: "stopped",
+};
 
 const $ = (id) => document.getElementById(id);
 const state = loadState();
@@ -185,13 +191,15 @@ function handleEvent(turn, eventId, data) {
     if (eventId) turn.lastEventId = eventId;
   }
   if (choice.finish_reason) {
-    const status = TERMINAL[choice.finish_reason];
+    // An early ending is named by the jarvis extension; finish_reason stays OpenAI's.
+    const outcome = chunk.jarvis && chunk.jarvis.outcome;
+    const status = TERMINAL[outcome || choice.finish_reason];
     if (status === "stopped" && turn.stopping) {
       turn.stoppedByServer = true; // shown once our Stop is confirmed
       return;
     }
     if (status) finish(turn, status);
-    else finish(turn, "error", "The stream ended: " + choice.finish_reason + ".");
+    else finish(turn, "error", "The stream ended: " + (outcome || choice.finish_reason) + ".");
   }
 }
 
