@@ -431,7 +431,7 @@ async def test_serve_starts_the_mcp_servers_and_ends_them_on_sigterm(tmp_path: P
         server.process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
             assert await server.process.wait() == 0
-    assert not psutil.pid_exists(pid)
+    assert not alive(pid)
     assert any("mcp_server_exited server=t" in line for line in server.output)
 
 
