@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -425,14 +426,20 @@ async def test_serve_starts_the_mcp_servers_and_ends_them_on_sigterm(tmp_path: P
     config.write_text(json.dumps({"mcpServers": {"t": entry}}))
     argv = [str(Path(sys.executable).parent / "jarvis-trio"), "serve", "--port", "0"]
     argv += ["--backend", "sim", "--mcp-config", str(config)]
-    async with open_server_process(argv, r"server_listening url=(http://\S+)") as server:
-        pid = (await wait_for_log(log, "start"))["pid"]
-        assert any("mcp_server_started server=t transport=stdio" in line for line in server.output)
-        server.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            assert await server.process.wait() == 0
-    assert not alive(pid)
-    assert any("mcp_server_exited server=t" in line for line in server.output)
+    try:
+        async with open_server_process(argv, r"server_listening url=(http://\S+)") as server:
+            with trio.fail_after(10):
+                await wait_for_log(log, "start")
+            assert any("mcp_server_started server=t transport=stdio" in ln for ln in server.output)
+            server.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await server.process.wait() == 0
+        assert not alive(read_log(log)[0]["pid"])
+        assert any("mcp_server_exited server=t" in line for line in server.output)
+    finally:  # a failure must not leave this server behind: nothing else would end it
+        for entry in read_log(log)[:1]:
+            if alive(entry["pid"]):
+                os.kill(entry["pid"], signal.SIGKILL)
 
 
 @deadline(40)
