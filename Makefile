@@ -21,7 +21,7 @@ install: $(STAMP)
 ## Serve the API on http://127.0.0.1:8000 with the embedded model. Another port:
 ## `make run PORT=8001` (or JARVIS_PORT=8001 in the environment; PORT wins).
 run: $(STAMP)
-	$(BIN)/jarvis-trio serve --backend sim $(if $(PORT),--port $(PORT))
+	$(BIN)/jarvis-trio serve --backend sim --demo-tools $(if $(PORT),--port $(PORT))
 
 ## Lint, type-check, build the docs and run the whole suite (the browser tests need
 ## Debian's Chromium, the multi-worker tests Debian's redis-server).

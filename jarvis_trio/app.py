@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from jarvis_trio import logs, web
+from jarvis_trio.agent import AgentBackend, agent_unavailable
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend, ModelInfo
@@ -41,7 +42,7 @@ from jarvis_trio.replay import MAX_VIEWERS, REPLAY_BATCH, ReplayLog, parse_last_
 from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
-from jarvis_trio.tools.lifetime import install_tool_host
+from jarvis_trio.tools.lifetime import install_tool_host, tool_host_from
 from jarvis_trio.wire import DONE, ChunkFormat, completion_for, sse, stream_ending
 
 EXIT_CALLBACKS = "jarvis.on_exit"
@@ -158,6 +159,15 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     limiter = trio.CapacityLimiter(settings.thread_limit)
     backend = backend or choose_backend(settings, limiter)
     metrics = Metrics()
+    # JARVIS_MCP_CONFIG's servers, for the app's lifetime; with them, agent mode.
+    tools = tool_host_from(settings, metrics)
+    if tools is not None:
+        backend = AgentBackend(
+            backend,
+            tools,
+            max_steps=settings.agent_max_steps,
+            cancel_timeout=settings.agent_cancel_timeout,
+        )
     registry = _registry_from(settings)
     manager = SessionManager(
         backend,
@@ -196,8 +206,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         # else: a worker thread is still running (one stuck in connect() is freed only
         # by the connect timeout); closing its client under it would not help.
 
-    install_tool_host(app, settings, metrics)  # JARVIS_MCP_CONFIG's servers, app's lifetime
-
+    if tools is not None:
+        install_tool_host(app, tools)  # after the manager's: streams end before the tools
     _register_hooks(app)
     _register_routes(app)
     return app
@@ -420,7 +430,10 @@ def _register_routes(app: QuartTrio) -> None:
             await request.get_data(cache=False, as_text=False, parse_form_data=False)
         )
         model = await st.backend.resolve_model(chat.model or None)
-        job = chat.to_generation(model)
+        agent = chat.wants_agent(st.settings.agent_default)
+        if agent and not isinstance(st.backend, AgentBackend):
+            raise agent_unavailable()
+        job = chat.to_generation(model, agent=agent)
         st.backend.check_request(job)  # a request refused here supersedes nothing
         session_id = _header_id("X-Session-Id")
         resume = parse_resume_seconds(

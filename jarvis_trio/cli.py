@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--mcp-config", help="JSON file naming the MCP servers (env JARVIS_MCP_CONFIG)"
     )
+    run.add_argument(
+        "--demo-tools",
+        action="store_true",
+        default=None,
+        help="also run the demo MCP server (now, add, multiply, sleep; env JARVIS_DEMO_TOOLS)",
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["logfmt", "json"])
     run.add_argument(

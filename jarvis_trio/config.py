@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         '"env": {…}}}}`, or `{"url": …}` for streamable HTTP). Empty: no tools. The servers '
         "run with the gateway's privileges.",
     )
+    demo_tools: bool = Field(
+        False,
+        description="Also run the demo MCP server shipped in the package (`python -m "
+        "jarvis_trio.demo_tools`: `now`, `add`, `multiply`, `sleep`) as server `demo`, to try "
+        "agent mode with nothing else installed. `make run` turns it on.",
+    )
     tool_timeout: float = Field(
         60.0,
         gt=0,
@@ -201,13 +207,13 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=100,
-        description="Agent mode (not wired into requests yet): at most this many rounds of "
-        "model call and tool calls per answer.",
+        description="Agent mode: at most this many rounds of model call and tool calls per "
+        "answer; the last round offers the model no server tools, so it answers in text.",
     )
     agent_default: bool = Field(
         False,
-        description="Agent mode (not wired into requests yet) for every chat request that "
-        'does not say `"jarvis": {"agent": false}`.',
+        description="Agent mode for every chat request that does not say "
+        '`"jarvis": {"agent": false}` (needs `JARVIS_MCP_CONFIG`).',
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

@@ -32,7 +32,7 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
 ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 # The fields the gateway owns: every other field of the body is the backend's to map.
-GATEWAY_FIELDS = frozenset({"model", "stream", "stream_options", "messages", "prompt"})
+GATEWAY_FIELDS = frozenset({"model", "stream", "stream_options", "messages", "prompt", "jarvis"})
 
 
 class TextPart(BaseModel):
@@ -217,6 +217,13 @@ ResponseFormat = Annotated[
 ]
 
 
+class JarvisOptions(BaseModel):
+    """The gateway's own request extension, ``"jarvis": {...}`` (never sent upstream)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    agent: bool | None = None
+
+
 class StreamOptions(BaseModel):
     model_config = _OPEN
     include_usage: bool = False
@@ -254,6 +261,7 @@ class ChatCompletionRequest(BaseModel):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]] | None = (
         None
     )
+    jarvis: JarvisOptions | None = None
 
     # The body as the client sent it (set by :func:`parse_chat_request`).
     _body: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -311,7 +319,14 @@ class ChatCompletionRequest(BaseModel):
     def body(self) -> dict[str, Any]:
         return self._body
 
-    def to_generation(self, model: str, *, trace_session: str | None = None) -> GenerationRequest:
+    def wants_agent(self, default: bool) -> bool:
+        """Agent mode: ``jarvis.agent`` if the client said, else the server's default."""
+        said = self.jarvis.agent if self.jarvis is not None else None
+        return default if said is None else said
+
+    def to_generation(
+        self, model: str, *, trace_session: str | None = None, agent: bool = False
+    ) -> GenerationRequest:
         if self.messages is not None:
             turns = tuple(_turn(m) for m in self.messages)
             raw = tuple(
@@ -333,6 +348,7 @@ class ChatCompletionRequest(BaseModel):
             trace_session=trace_session,
             options=MappingProxyType(options),
             raw_messages=raw,
+            agent=agent,
         )
 
 

@@ -228,6 +228,11 @@ class Stream:
         assert self.ending is not None, "batches() ended before the stream did"
         return self.ending
 
+    @property
+    def cancel_label(self) -> str | None:
+        """Why the stream was cancelled (``superseded``...), for logs; None while live."""
+        return None if self.cancel_reason is None else self.cancel_reason.value
+
     def partial_usage(self) -> Usage:
         """What a stream cut short produced: the pieces sent, as completion tokens."""
         return Usage(prompt_tokens=0, completion_tokens=self.tokens)

@@ -63,6 +63,8 @@ class GenerationRequest:
     options: Mapping[str, Any] = field(default_factory=_empty)
     # The client's messages as sent, for backends that speak OpenAI's protocol.
     raw_messages: tuple[Mapping[str, Any], ...] = ()
+    # Run as an agent: the gateway runs the model's calls of its MCP tools (jarvis_trio.agent).
+    agent: bool = False
 
     @property
     def tools(self) -> list[dict[str, Any]]:
