@@ -63,6 +63,11 @@ class GenerationRequest:
     options: Mapping[str, Any] = field(default_factory=_empty)
     # The client's messages as sent, for backends that speak OpenAI's protocol.
     raw_messages: tuple[Mapping[str, Any], ...] = ()
+    # From an Ollama client (``/api/chat``, ``/api/generate``): what only Ollama has a
+    # use for (``keep_alive``, ``think`` as a boolean, ``truncate``, ``shift``, and the
+    # ``options`` with no OpenAI name). The ollama backend sends them as they came;
+    # the others leave them out.
+    ollama_extras: Mapping[str, Any] = field(default_factory=_empty)
 
     @property
     def tools(self) -> list[dict[str, Any]]:

@@ -94,6 +94,11 @@ def chat_body(request: GenerationRequest, *, stream: bool = True) -> dict[str, A
     }
     for key, value in request.options.items():
         _map_field(key, value, request, body, options)
+    for key, value in request.ollama_extras.items():  # an Ollama client's own fields
+        if key == "options" and isinstance(value, dict):
+            options.update(value)
+        else:
+            body[key] = value
     if options:
         body["options"] = options
     return body
