@@ -75,6 +75,8 @@ class Writer:
         self.kind = kind
         self.model = model
         self._calls: list[Delta] = []
+        # Pieces written so far: a cut answer's eval_count is what its client got.
+        self.delivered = 0
 
     def _object(self, content: str, done: bool, **fields: Any) -> dict[str, Any]:
         obj: dict[str, Any] = {"model": self.model, "created_at": created_at()}
@@ -115,6 +117,8 @@ class Writer:
 
     def lines(self, pieces: Iterable[Output]) -> str:
         """The NDJSON lines of a batch of pieces."""
+        pieces = list(pieces)
+        self.delivered += len(pieces)
         return "".join(line(c) for p in pieces if (c := self.chunk(p)) is not None)
 
     def tool_calls(self) -> list[dict[str, Any]]:
@@ -126,10 +130,14 @@ class Writer:
     def final(
         self, ending: Ending, *, produced: int, durations: Durations, **message: Any
     ) -> dict[str, Any]:
-        """The ``done`` object (raises the ending's error when it failed)."""
+        """The ``done`` object (raises the ending's error when it failed).
+
+        ``eval_count`` is the backend's count for a completed answer; for a cut one,
+        the ``produced`` pieces its client got (``prompt_eval_count`` 0)."""
         if ending.error is not None:
             raise ending.error
-        usage = ending.usage or Usage(0, produced)
+        usage = ending.usage if ending.outcome is Outcome.COMPLETED else None
+        usage = usage or Usage(0, produced)
         obj = self._object(message.pop("content", ""), True, **message)
         obj["done_reason"] = done_reason(ending)
         obj.update(
@@ -153,7 +161,7 @@ class Writer:
             return line(error_body(error))
 
     def whole(
-        self, pieces: Iterable[Output], ending: Ending, *, produced: int, durations: Durations
+        self, pieces: Iterable[Output], ending: Ending, *, durations: Durations
     ) -> dict[str, Any]:
         """A non-streaming answer: every piece in one ``done`` object."""
         pieces = list(pieces)
@@ -170,7 +178,7 @@ class Writer:
             fields["tool_calls"] = calls
         if logprobs and isinstance(logprobs.get("content"), list):
             fields["logprobs"] = logprobs["content"]
-        return self.final(ending, produced=produced, durations=durations, **fields)
+        return self.final(ending, produced=len(pieces), durations=durations, **fields)
 
     def load(self, reason: Literal["load", "unload"]) -> dict[str, Any]:
         """Ollama's answer to an empty request: the model is (un)loaded, nothing said."""

@@ -31,7 +31,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest, ToolCall
-from jarvis_trio.backends.ollama_wire import OLLAMA_OPTIONS
 from jarvis_trio.errors import InvalidRequest
 from jarvis_trio.schemas import parse_json_object
 
@@ -74,6 +73,22 @@ _FLOAT_OPTIONS = frozenset(
 )
 _BOOL_OPTIONS = frozenset(
     ("penalize_newline", "numa", "low_vram", "vocab_only", "use_mmap", "use_mlock")
+)
+# Sampling options OpenAI-compatible servers also read (llama.cpp, vLLM: top_k, min_p...):
+# sent as vendor extras. Ollama's other options (num_ctx, num_gpu, use_mmap...) are
+# about how Ollama runs the model, and go to Ollama only.
+_SAMPLING_OPTIONS = frozenset(
+    (
+        "top_k",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "repeat_last_n",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "tfs_z",
+    )
 )
 # Options the gateway maps to typed fields or to OpenAI's names.
 _MAPPED_OPTIONS = frozenset(
@@ -184,8 +199,8 @@ class _Generation(BaseModel):
         if max_tokens is not None:
             vendor["max_tokens"] = max_tokens
         rest = {k: v for k, v in opts.items() if k not in _MAPPED_OPTIONS and v is not None}
-        vendor.update({k: v for k, v in rest.items() if k in OLLAMA_OPTIONS})
-        if native := {k: v for k, v in rest.items() if k not in OLLAMA_OPTIONS}:
+        vendor.update({k: v for k, v in rest.items() if k in _SAMPLING_OPTIONS})
+        if native := {k: v for k, v in rest.items() if k not in _SAMPLING_OPTIONS}:
             extras["options"] = native
         if response_format := _response_format(self.format):
             vendor["response_format"] = response_format

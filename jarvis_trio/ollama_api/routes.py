@@ -99,7 +99,7 @@ async def _answer(kind: ndjson.Kind, asked: ChatRequest | GenerateRequest) -> Re
     else:
         pieces, ending, durations = await _collect(stream)
         try:
-            body = writer.whole(pieces, ending, produced=stream.tokens, durations=durations)
+            body = writer.whole(pieces, ending, durations=durations)
         except ApiError as error:
             raise _ollama_error(error, asked.model) from None
         response = jsonify(body)
@@ -126,7 +126,8 @@ async def _ndjson_body(stream: Stream, writer: ndjson.Writer) -> AsyncIterator[s
         if lines := writer.lines(batch):
             yield lines
     durations = _durations(stream, first)
-    yield writer.ending_lines(stream.final_ending(), produced=stream.tokens, durations=durations)
+    ending = stream.final_ending()
+    yield writer.ending_lines(ending, produced=writer.delivered, durations=durations)
 
 
 async def _collect(stream: Stream) -> tuple[list[Output], Ending, ndjson.Durations]:
