@@ -8,10 +8,14 @@ synchronous, so each call runs in a worker thread.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import ollama
 import pytest
 import trio
@@ -19,8 +23,8 @@ import trio
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
-from tests.conftest import RunningServer, StartServer
-from tests.helpers import deadline, eventually
+from tests.conftest import RunningServer, StartServer, log_lines
+from tests.helpers import deadline, eventually, open_server_process
 
 MODEL = "jarvis-sim"
 LONG = "Long essay about AI"
@@ -345,3 +349,38 @@ async def test_through_ollama_the_request_arrives_as_sent(
     assert sent["messages"] == user("hello")
     listed = await in_thread(c.list)
     assert "llama3.2:1b" in [m.model for m in listed.models]
+
+
+@deadline(20)
+async def test_a_client_that_leaves_cancels_the_stream(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {"model": MODEL, "messages": user(LONG)}
+    async with server.client() as http, http.stream("POST", "/api/chat", json=body) as r:
+        lines = r.aiter_lines()
+        await anext(lines)
+        assert server.manager.statistics().live_streams == 1
+        # Leaving the block closes the connection mid-stream.
+    await eventually(lambda: server.manager.statistics().sessions == 0)
+    stream_id = r.headers["x-stream-id"]
+    assert f"stream_cancelled trace={stream_id} reason=disconnected" in log_lines(caplog)
+
+
+@deadline(40)
+async def test_shutdown_ends_the_ollama_stream_as_shutdown() -> None:
+    argv = [str(Path(sys.executable).parent / "jarvis-trio"), "serve", "--port", "0"]
+    ready = r"server_listening url=(http://\S+)"
+    async with (
+        open_server_process(argv, ready) as server,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        body = {"model": MODEL, "prompt": LONG}
+        async with http.stream("POST", server.url + "/api/generate", json=body) as r:
+            lines = r.aiter_lines()
+            assert json.loads(await anext(lines))["done"] is False
+            server.process.send_signal(signal.SIGTERM)
+            rest = [json.loads(line) async for line in lines if line]
+        with trio.fail_after(10):
+            assert await server.process.wait() == 0
+    assert rest[-1]["done"] is True
+    assert rest[-1]["done_reason"] == "shutdown"

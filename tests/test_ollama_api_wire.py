@@ -303,7 +303,13 @@ def test_a_failed_stream_ends_with_ollamas_error_line() -> None:
 def test_model_names_with_latest_are_the_bare_name() -> None:
     from jarvis_trio.backends.base import ModelInfo
 
-    listed = [ModelInfo("jarvis-sim", "x"), ModelInfo("llama3.2:1b", "x")]
+    listed = [
+        ModelInfo("jarvis-sim", "x"),
+        ModelInfo("llama3.2:1b", "x"),
+        ModelInfo("qwen:latest", "x"),
+    ]
     assert models.find(listed, "jarvis-sim:latest") == listed[0]
     assert models.find(listed, "llama3.2:1b") == listed[1]
     assert models.find(listed, "llama3.2") is None
+    assert models.find(listed, "qwen") == listed[2]
+    assert models.find(listed, "qwen:7b") is None
