@@ -197,6 +197,10 @@ def test_generate_refuses_what_needs_the_models_own_template(field: str) -> None
 
 def test_unknown_fields_are_ignored_as_ollama_does() -> None:
     assert parse_chat(raw({"model": "m", "brand_new_field": 1})).model == "m"
+    nulls = {"model": "m", "stream": None, "messages": [{"role": "user", "content": None}]}
+    asked = parse_chat(raw(nulls))
+    assert asked.streaming
+    assert asked.to_generation("m").messages[0].content == ""
 
 
 def test_image_types_are_read_from_their_bytes() -> None:

@@ -127,6 +127,11 @@ class Message(BaseModel):
     tool_name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _no_content(cls, value: object) -> object:
+        return "" if value is None else value  # null is Ollama's "" (a Go string)
+
     @field_validator("images")
     @classmethod
     def _base64(cls, value: list[str] | None) -> list[str] | None:
