@@ -24,7 +24,7 @@ from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer, log_lines
-from tests.helpers import deadline, eventually, open_server_process
+from tests.helpers import deadline, eventually, open_server_process, sse_events
 
 MODEL = "jarvis-sim"
 LONG = "Long essay about AI"
@@ -384,3 +384,50 @@ async def test_shutdown_ends_the_ollama_stream_as_shutdown() -> None:
             assert await server.process.wait() == 0
     assert rest[-1]["done"] is True
     assert rest[-1]["done_reason"] == "shutdown"
+
+
+@deadline(30)
+async def test_upstream_failures_are_ollama_errors(
+    start_server: StartServer, ollama_sim: OllamaSim
+) -> None:
+    backend = OllamaBackend(ollama_sim.url, connect_timeout=2.0)
+    front = await start_server(backend, stream_inactivity_seconds=0.3, first_token_timeout=0.5)
+    c = client(front)
+    # A model that never answers: the first-token timeout, before anything was sent.
+    with pytest.raises(ollama.ResponseError) as silent:
+        await in_thread(lambda: list(c.generate("llama3.2:1b+stall_headers", "hi", stream=True)))
+    assert silent.value.status_code == 504
+    # A model that fails mid-answer: Ollama's error line after the pieces, which the
+    # client raises.
+    parts: list[Any] = []
+
+    def read() -> None:
+        parts.extend(c.chat("llama3.2:1b+error_after=2", messages=user("hi"), stream=True))
+
+    with pytest.raises(ollama.ResponseError) as failed:
+        await in_thread(read)
+    assert "simulated failure" in failed.value.error
+    # A model that goes quiet: the inactivity timeout; non-streaming, a 504.
+    with pytest.raises(ollama.ResponseError) as quiet:
+        await in_thread(partial(c.chat, "llama3.2:1b+stall_after=2", messages=user("hi")))
+    assert quiet.value.status_code == 504
+    with trio.fail_after(5):
+        await ollama_sim.wait_until(lambda: ollama_sim.open_connections == 0)
+
+
+@deadline(20)
+async def test_a_resumable_ollama_stream_goes_on_for_a_viewer(server: RunningServer) -> None:
+    headers = {"X-Session-Id": "resume", "X-Jarvis-Resume-Seconds": "5"}
+    body = {"model": MODEL, "messages": user("hi there"), "options": {"num_predict": 30}}
+    async with server.client() as http:
+        async with http.stream("POST", "/api/chat", json=body, headers=headers) as r:
+            first = json.loads(await anext(r.aiter_lines()))
+        # The client left; the stream goes on, and a viewer gets all of it (as SSE).
+        async with http.stream("GET", "/v1/sessions/resume/stream") as viewer:
+            events = [e async for e in sse_events(viewer)]
+    text = "".join(
+        (e["choices"][0]["delta"].get("content") or "") for e in events[:-1] if e["choices"]
+    )
+    assert text.startswith(first["message"]["content"])
+    assert len(text.split()) == 30
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
