@@ -145,7 +145,7 @@ def _declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
-    app = QuartTrio("jarvis_trio")
+    app = QuartTrio("jarvis_trio", static_folder=None)  # /static/ is the page's allow-list
     app.config.update(
         # quart-trio applies RESPONSE_TIMEOUT as a move_on_after around the whole
         # response: a stream longer than 60 s would be silently cut. Never.
@@ -303,7 +303,7 @@ def _register_routes(app: QuartTrio) -> None:
     async def chat_page() -> Response:
         return _page_response("index.html")
 
-    @app.get("/static/<name>")
+    @app.get("/static/<path:name>")
     async def page_asset(name: str) -> Response:
         return _page_response(name)
 
