@@ -24,6 +24,7 @@ from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer, log_lines
+from tests.fake_openai import FakeOpenAI, serve_fake_openai
 from tests.helpers import deadline, eventually, open_server_process, sse_events
 
 MODEL = "jarvis-sim"
@@ -431,3 +432,68 @@ async def test_a_resumable_ollama_stream_goes_on_for_a_viewer(server: RunningSer
     assert text.startswith(first["message"]["content"])
     assert len(text.split()) == 30
     assert events[-2]["choices"][0]["finish_reason"] == "length"
+
+
+RELAYED: list[dict[str, Any]] = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me see."}}]},
+    {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_9",
+                            "type": "function",
+                            "function": {"name": "add", "arguments": '{"a": '},
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+    {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '1, "b": 2}'}}]},
+            }
+        ]
+    },
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}},
+]
+
+
+@deadline(20)
+async def test_an_openai_upstream_gets_openais_body_and_its_answer_comes_back_as_ollamas(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    fake: FakeOpenAI = await nursery.start(partial(serve_fake_openai, FakeOpenAI(RELAYED)))
+    front = await start_server(OpenAICompatBackend(fake.url))
+    c = client(front)
+    asked: dict[str, Any] = {
+        "messages": user("add 1 and 2"),
+        "tools": [ADD],
+        "options": {"num_predict": 50, "top_k": 3, "num_ctx": 4096},
+        "think": True,
+        "keep_alive": "5m",
+    }
+    parts = await in_thread(lambda: list(c.chat("upstream-default", stream=True, **asked)))
+    whole = await in_thread(partial(c.chat, "upstream-default", **asked))
+    sent = fake.bodies[-1]
+    assert sent["messages"] == user("add 1 and 2")
+    assert sent["tools"] == [ADD]
+    assert (sent["max_tokens"], sent["top_k"]) == (50, 3)
+    for only_ollama in ("think", "keep_alive", "options", "num_ctx", "num_predict"):
+        assert only_ollama not in sent
+    assert [p.message.thinking for p in parts if p.message.thinking] == ["Let me see."]
+    calls = [p.message.tool_calls for p in parts if p.message.tool_calls]
+    assert len(calls) == 1  # gathered from the upstream's fragments, sent whole
+    assert calls[0] is not None and dict(calls[0][0].function.arguments) == {"a": 1, "b": 2}
+    last = parts[-1]
+    assert (last.done_reason, last.prompt_eval_count, last.eval_count) == ("stop", 5, 7)
+    assert whole.message.thinking == "Let me see."
+    assert whole.message.tool_calls is not None
+    assert dict(whole.message.tool_calls[0].function.arguments) == {"a": 1, "b": 2}
