@@ -183,7 +183,7 @@ class _Generation(BaseModel):
     @property
     def unloads(self) -> bool:
         """``keep_alive: 0`` (with nothing to answer): the client asks for an unload."""
-        return self.keep_alive in (0, "0", "0s", "0m")
+        return self.keep_alive in (0, "0", "0s", "0m", "0h")
 
     def _generation(
         self, model: str, turns: tuple[ChatTurn, ...], raw: tuple[dict[str, Any], ...]
