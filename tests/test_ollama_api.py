@@ -348,8 +348,15 @@ async def test_through_ollama_the_request_arrives_as_sent(
     assert sent["options"] == options
     assert (sent["keep_alive"], sent["think"]) == ("1m", True)
     assert sent["messages"] == user("hello")
-    listed = await in_thread(c.list)
-    assert "llama3.2:1b" in [m.model for m in listed.models]
+    # The upstream's own listing is relayed: sizes, digests, details.
+    listed = {m.model: m for m in (await in_thread(c.list)).models}
+    llama = listed["llama3.2:1b"]
+    assert llama.size == 1_321_098_329 and llama.details is not None
+    assert (llama.details.family, llama.details.parameter_size) == ("llama", "1.2B")
+    shown = await in_thread(partial(c.show, "llama3.2:1b"))
+    assert shown.details is not None and shown.details.quantization_level == "Q8_0"
+    tiny = await in_thread(partial(c.show, "tinyllama"))  # no tag: ":latest"
+    assert tiny.details is not None and tiny.details.parameter_size == "1B"
 
 
 @deadline(20)

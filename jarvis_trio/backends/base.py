@@ -172,6 +172,9 @@ class ModelInfo:
     id: str
     owned_by: str
     created: int = 0
+    # An Ollama upstream's own /api/tags entry (size, digest, details...), which the
+    # gateway's /api/tags and /api/show relay; empty for the other backends.
+    listing: Mapping[str, Any] = field(default_factory=_empty, compare=False)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

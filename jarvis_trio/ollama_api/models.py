@@ -1,11 +1,12 @@
 """``/api/tags``, ``/api/show``, ``/api/ps`` and ``/api/version`` bodies. Pure.
 
-The gateway knows a backend's models by id only (:class:`ModelInfo`), so the fields
-Ollama reads from a model file are empty or zero: ``size`` 0, ``details`` with empty
-strings, ``digest`` the SHA-256 of the name (stable, so a client can tell models
-apart). ``capabilities`` says what the gateway relays for every backend:
-``completion`` and ``tools`` (whether the model behind it uses tools is the model's
-business).
+With the ``ollama`` backend, ``/api/tags`` and ``/api/show`` relay what the upstream
+lists for a model (``size``, ``digest``, ``modified_at``, ``details``). The other
+backends know their models by id only (:class:`ModelInfo`), so those fields are empty
+or zero: ``size`` 0, ``details`` with empty strings, ``digest`` the SHA-256 of the name
+(stable, so a client can tell models apart). ``capabilities`` says what the gateway
+relays for every backend: ``completion`` and ``tools`` (whether the model behind it
+uses tools is the model's business).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
+from typing import TypeVar
 
 from jarvis_trio.backends.base import ModelInfo
+
+T = TypeVar("T")
 
 CAPABILITIES = ("completion", "tools")
 # A model in use stays "loaded" for this long after its last stream, in /api/ps.
@@ -50,15 +54,21 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+def _listed(model: ModelInfo, key: str, kind: type[T], default: T) -> T:
+    """The upstream's own value for ``key``, when it listed one of the right type."""
+    value = model.listing.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else default
+
+
 def tag(model: ModelInfo, started: datetime) -> dict[str, object]:
     """One entry of ``/api/tags``."""
     return {
         "name": model.id,
         "model": model.id,
-        "modified_at": _time(model.created, started),
-        "size": 0,
-        "digest": _digest(model.id),
-        "details": details(),
+        "modified_at": _listed(model, "modified_at", str, _time(model.created, started)),
+        "size": _listed(model, "size", int, 0),
+        "digest": _listed(model, "digest", str, _digest(model.id)),
+        "details": _listed(model, "details", dict, details()),
     }
 
 
@@ -72,10 +82,10 @@ def show(model: ModelInfo, started: datetime) -> dict[str, object]:
         "modelfile": "",
         "parameters": "",
         "template": "",
-        "details": details(),
+        "details": _listed(model, "details", dict, details()),
         "model_info": {},
         "capabilities": list(CAPABILITIES),
-        "modified_at": _time(model.created, started),
+        "modified_at": _listed(model, "modified_at", str, _time(model.created, started)),
     }
 
 
