@@ -7,6 +7,7 @@ synchronous, so each call runs in a worker thread.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import sys
@@ -82,6 +83,9 @@ async def test_chat_and_generate_streaming_and_not(server: RunningServer) -> Non
     assert parts[-1].model == MODEL and parts[-1].created_at
     assert generated.response == "".join(p.response for p in streamed)
     assert streamed[-1].done_reason == "length"
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    shaped = await in_thread(partial(c.generate, MODEL, "a number", format=schema))
+    assert isinstance(json.loads(shaped.response or "")["n"], int)
 
 
 @deadline(20)
@@ -480,8 +484,9 @@ async def test_an_openai_upstream_gets_openais_body_and_its_answer_comes_back_as
     fake: FakeOpenAI = await nursery.start(partial(serve_fake_openai, FakeOpenAI(RELAYED)))
     front = await start_server(OpenAICompatBackend(fake.url))
     c = client(front)
+    png = bytes.fromhex("89504e470d0a1a0a") + bytes(16)
     asked: dict[str, Any] = {
-        "messages": user("add 1 and 2"),
+        "messages": [{"role": "user", "content": "add 1 and 2", "images": [png]}],
         "tools": [ADD],
         "options": {"num_predict": 50, "top_k": 3, "num_ctx": 4096},
         "think": True,
@@ -490,7 +495,16 @@ async def test_an_openai_upstream_gets_openais_body_and_its_answer_comes_back_as
     parts = await in_thread(lambda: list(c.chat("upstream-default", stream=True, **asked)))
     whole = await in_thread(partial(c.chat, "upstream-default", **asked))
     sent = fake.bodies[-1]
-    assert sent["messages"] == user("add 1 and 2")
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    assert sent["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "add 1 and 2"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ],
+        }
+    ]
     assert sent["tools"] == [ADD]
     assert (sent["max_tokens"], sent["top_k"]) == (50, 3)
     for only_ollama in ("think", "keep_alive", "options", "num_ctx", "num_predict"):
