@@ -357,10 +357,16 @@ async def test_through_ollama_the_request_arrives_as_sent(
     llama = listed["llama3.2:1b"]
     assert llama.size == 1_321_098_329 and llama.details is not None
     assert (llama.details.family, llama.details.parameter_size) == ("llama", "1.2B")
+    # /api/show is Ollama's own answer, relayed.
     shown = await in_thread(partial(c.show, "llama3.2:1b"))
     assert shown.details is not None and shown.details.quantization_level == "Q8_0"
+    assert shown.modelinfo == {"general.architecture": "llama", "llama.context_length": 131072}
+    assert shown.template == "{{ .Prompt }}"
     tiny = await in_thread(partial(c.show, "tinyllama"))  # no tag: ":latest"
     assert tiny.details is not None and tiny.details.parameter_size == "1B"
+    with pytest.raises(ollama.ResponseError) as missing:
+        await in_thread(partial(c.show, "nope"))
+    assert (missing.value.status_code, missing.value.error) == (404, "model 'nope' not found")
 
 
 @deadline(20)

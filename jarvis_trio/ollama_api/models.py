@@ -1,7 +1,8 @@
 """``/api/tags``, ``/api/show``, ``/api/ps`` and ``/api/version`` bodies. Pure.
 
-With the ``ollama`` backend, ``/api/tags`` and ``/api/show`` relay what the upstream
-lists for a model (``size``, ``digest``, ``modified_at``, ``details``). The other
+With the ``ollama`` backend, ``/api/tags`` relays what the upstream lists for a model
+(``size``, ``digest``, ``modified_at``, ``details``), and ``/api/show`` is the
+upstream's own answer (see the routes). The other
 backends know their models by id only (:class:`ModelInfo`), so those fields are empty
 or zero: ``size`` 0, ``details`` with empty strings, ``digest`` the SHA-256 of the name
 (stable, so a client can tell models apart). ``capabilities`` says what the gateway

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 from quart import Blueprint, Response, g, jsonify, request
@@ -144,10 +145,23 @@ async def tags() -> Response:
     return jsonify(models.tags(await state().backend.list_models(), _STARTED))
 
 
+@runtime_checkable
+class ShowsModels(Protocol):
+    """A backend that can describe a model itself (the ``ollama`` backend)."""
+
+    async def show_model(self, name: str) -> dict[str, Any] | None: ...
+
+
 @blueprint.post("/api/show")
 async def show() -> Response:
     name = parse_show(await _body()).model_name
-    found = models.find(await state().backend.list_models(), name)
+    backend = state().backend
+    if isinstance(backend, ShowsModels):  # Ollama's own answer, relayed
+        shown = await backend.show_model(name)
+        if shown is None:
+            raise _not_found(name)
+        return jsonify(shown)
+    found = models.find(await backend.list_models(), name)
     if found is None:
         raise _not_found(name)
     return jsonify(models.show(found, _STARTED))
