@@ -41,6 +41,7 @@ from jarvis_trio.replay import MAX_VIEWERS, REPLAY_BATCH, ReplayLog, parse_last_
 from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
+from jarvis_trio.tools.lifetime import install_tool_host
 from jarvis_trio.wire import DONE, ChunkFormat, completion_for, sse, stream_ending
 
 EXIT_CALLBACKS = "jarvis.on_exit"
@@ -194,6 +195,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
             await registry.aclose()
         # else: a worker thread is still running (one stuck in connect() is freed only
         # by the connect timeout); closing its client under it would not help.
+
+    install_tool_host(app, settings, metrics)  # JARVIS_MCP_CONFIG's servers, app's lifetime
 
     _register_hooks(app)
     _register_routes(app)

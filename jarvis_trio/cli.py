@@ -16,6 +16,7 @@ from jarvis_trio import logs, ollama_sim
 from jarvis_trio.app import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import bind_sockets, serve
+from jarvis_trio.tools.config import McpConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-url", help="OpenAI-compatible base URL with /v1 (env JARVIS_UPSTREAM_URL)"
     )
     run.add_argument("--default-model", help="model for requests that name none")
+    run.add_argument(
+        "--mcp-config", help="JSON file naming the MCP servers (env JARVIS_MCP_CONFIG)"
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["logfmt", "json"])
     run.add_argument(
@@ -94,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"jarvis-trio: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except McpConfigError as exc:
+        for sock in sockets.insecure_sockets:
+            sock.close()
+        print(f"jarvis-trio: {exc}", file=sys.stderr)
+        return 2
     trio.run(
         partial(
             serve,
