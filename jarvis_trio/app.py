@@ -24,7 +24,7 @@ from jarvis_trio import logs, web
 from jarvis_trio.agent import AgentBackend, agent_unavailable
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
-from jarvis_trio.backends.base import Backend, ModelInfo
+from jarvis_trio.backends.base import Backend, GenerationRequest, ModelInfo
 from jarvis_trio.config import Settings
 from jarvis_trio.cors import Cors
 from jarvis_trio.errors import (
@@ -210,6 +210,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         install_tool_host(app, tools)  # after the manager's: streams end before the tools
     _register_hooks(app)
     _register_routes(app)
+    from jarvis_trio.ollama_api.routes import blueprint  # imports admit() from here
+
+    app.register_blueprint(blueprint)
     return app
 
 
@@ -236,7 +239,7 @@ def _register_hooks(app: QuartTrio) -> None:
     @app.before_request
     async def identify() -> None:
         g.request_id = _header_id("X-Request-Id") or "req-" + secrets.token_hex(8)
-        if request.path.startswith("/v1/") or request.path == "/metrics":
+        if request.path.startswith(("/v1/", "/api/")) or request.path == "/metrics":
             server = request.scope.get("server")
             client = request.scope.get("client")
             g.owner = state().auth.owner(
@@ -257,7 +260,9 @@ def _register_hooks(app: QuartTrio) -> None:
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
-        response = jsonify(error.body())
+        # Ollama's routes answer errors in Ollama's shape: {"error": "<message>"}.
+        ollama = request.path.startswith("/api/")
+        response = jsonify({"error": error.message} if ollama else error.body())
         response.status_code = error.status
         response.headers.update(error.headers())
         return response
@@ -433,39 +438,7 @@ def _register_routes(app: QuartTrio) -> None:
         agent = chat.wants_agent(st.settings.agent_default)
         if agent and not isinstance(st.backend, AgentBackend):
             raise agent_unavailable()
-        job = chat.to_generation(model, agent=agent)
-        st.backend.check_request(job)  # a request refused here supersedes nothing
-        session_id = _header_id("X-Session-Id")
-        resume = parse_resume_seconds(
-            request.headers.get("X-Jarvis-Resume-Seconds"), st.settings.max_resume_seconds
-        )
-        if resume and (session_id is None or not chat.stream):
-            raise InvalidRequest(
-                "X-Jarvis-Resume-Seconds needs a streaming request with an X-Session-Id "
-                "(viewers attach by session).",
-                param="X-Jarvis-Resume-Seconds",
-                code="invalid_header",
-            )
-        registry = st.manager.registry
-        claim = None
-        if registry is not None and session_id is not None:
-            # A closing server must not supersede the session everywhere, then refuse.
-            st.manager.check_accepting()
-            # Across processes: take the session's next generation (cancelling older
-            # streams everywhere), and a label every process gives this owner.
-            claim = await registry.claim(g.owner, session_id)
-        label = claim.owner_label if claim is not None else _opaque(g.owner)
-        trace = f"{label}/{session_id}" if session_id is not None else None
-        job = replace(job, trace_session=trace)
-        stream = st.manager.submit(
-            g.owner, session_id, job, g.request_id, resume_seconds=resume, claim=claim
-        )
-        _on_exit(lambda: st.manager.abandon(stream))
-        await st.manager.wait_turn(stream)
-        await stream.wait_ready()
-        headers = {"X-Stream-Id": stream.id}
-        if session_id is not None:
-            headers["X-Session-Id"] = session_id
+        stream, headers = await admit(chat.to_generation(model, agent=agent), streaming=chat.stream)
         answered = stream.answered_model or model
         fmt = ChunkFormat(
             stream.id,
@@ -494,6 +467,52 @@ def _register_routes(app: QuartTrio) -> None:
             response.timeout = None
         response.headers.update(headers)
         return response
+
+
+async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dict[str, str]]:
+    """Submit ``job`` to its session and wait until its answer may be read.
+
+    The one way every generation route (``/v1/chat/completions``, Ollama's
+    ``/api/chat`` and ``/api/generate``) starts a stream: the backend's check (a
+    request refused there supersedes nothing), ``X-Session-Id`` and
+    ``X-Jarvis-Resume-Seconds``, the registry's claim, the session's rules, and the
+    exit callback that abandons the stream however the exchange ends. Returns the
+    stream and the response headers that name it.
+    """
+    st = state()
+    st.backend.check_request(job)  # a request refused here supersedes nothing
+    session_id = _header_id("X-Session-Id")
+    resume = parse_resume_seconds(
+        request.headers.get("X-Jarvis-Resume-Seconds"), st.settings.max_resume_seconds
+    )
+    if resume and (session_id is None or not streaming):
+        raise InvalidRequest(
+            "X-Jarvis-Resume-Seconds needs a streaming request with an X-Session-Id "
+            "(viewers attach by session).",
+            param="X-Jarvis-Resume-Seconds",
+            code="invalid_header",
+        )
+    registry = st.manager.registry
+    claim = None
+    if registry is not None and session_id is not None:
+        # A closing server must not supersede the session everywhere, then refuse.
+        st.manager.check_accepting()
+        # Across processes: take the session's next generation (cancelling older
+        # streams everywhere), and a label every process gives this owner.
+        claim = await registry.claim(g.owner, session_id)
+    label = claim.owner_label if claim is not None else _opaque(g.owner)
+    trace = f"{label}/{session_id}" if session_id is not None else None
+    job = replace(job, trace_session=trace)
+    stream = st.manager.submit(
+        g.owner, session_id, job, g.request_id, resume_seconds=resume, claim=claim
+    )
+    _on_exit(lambda: st.manager.abandon(stream))
+    await st.manager.wait_turn(stream)
+    await stream.wait_ready()
+    headers = {"X-Stream-Id": stream.id}
+    if session_id is not None:
+        headers["X-Session-Id"] = session_id
+    return stream, headers
 
 
 async def _sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:

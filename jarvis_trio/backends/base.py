@@ -65,6 +65,11 @@ class GenerationRequest:
     raw_messages: tuple[Mapping[str, Any], ...] = ()
     # Run as an agent: the gateway runs the model's calls of its MCP tools (jarvis_trio.agent).
     agent: bool = False
+    # From an Ollama client (``/api/chat``, ``/api/generate``): what only Ollama has a
+    # use for (``keep_alive``, ``think`` as a boolean, ``truncate``, ``shift``, and the
+    # ``options`` with no OpenAI name). The ollama backend sends them as they came;
+    # the others leave them out.
+    ollama_extras: Mapping[str, Any] = field(default_factory=_empty)
 
     @property
     def tools(self) -> list[dict[str, Any]]:
@@ -169,6 +174,9 @@ class ModelInfo:
     id: str
     owned_by: str
     created: int = 0
+    # An Ollama upstream's own /api/tags entry (size, digest, details...), which the
+    # gateway's /api/tags and /api/show relay; empty for the other backends.
+    listing: Mapping[str, Any] = field(default_factory=_empty, compare=False)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -7,12 +7,16 @@ How a cancel reaches a thread blocked on a silent Ollama:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from jarvis_trio.backends import ollama_wire
 from jarvis_trio.backends.base import GenerationRequest, ModelInfo, Piece
-from jarvis_trio.backends.upstream import UpstreamBackend
+from jarvis_trio.backends.upstream import UpstreamBackend, read_error_body
+from jarvis_trio.errors import UpstreamError, upstream_error_message
+from jarvis_trio.threads import CancelToken, run_in_worker
 
 
 class OllamaBackend(UpstreamBackend):
@@ -31,3 +35,28 @@ class OllamaBackend(UpstreamBackend):
 
     def parse_models(self, body: Any) -> list[ModelInfo]:
         return ollama_wire.models_from_tags(body)
+
+    async def show_model(self, name: str) -> dict[str, Any] | None:
+        """Ollama's own ``/api/show`` for ``name``; ``None`` when Ollama has no such model.
+
+        The gateway's ``/api/show`` relays it, so a tool sees the model's real
+        capabilities (``vision``, ``thinking``...), template and parameters.
+        """
+        return await run_in_worker(partial(self._show, name), limiter=self.limiter)
+
+    def _show(self, name: str, token: CancelToken) -> dict[str, Any] | None:
+        with self._http.request(token, "POST", "/api/show", json={"model": name}) as response:
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise UpstreamError(
+                    f"{self.url}/api/show failed (HTTP {response.status_code}): "
+                    f"{upstream_error_message(read_error_body(response))}"
+                )
+            try:
+                body = json.loads(response.read())
+            except ValueError:
+                body = None
+        if not isinstance(body, dict):
+            raise UpstreamError("The model server sent a malformed model description.")
+        return body

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from types import MappingProxyType
 from typing import Any
 
 from jarvis_trio.backends.base import (
@@ -94,6 +95,11 @@ def chat_body(request: GenerationRequest, *, stream: bool = True) -> dict[str, A
     }
     for key, value in request.options.items():
         _map_field(key, value, request, body, options)
+    for key, value in request.ollama_extras.items():  # an Ollama client's own fields
+        if key == "options" and isinstance(value, dict):
+            options.update(value)
+        else:
+            body[key] = value
     if options:
         body["options"] = options
     return body
@@ -288,7 +294,9 @@ def models_from_tags(body: Any) -> list[ModelInfo]:
     if not isinstance(models, list):
         raise UpstreamError("The model server sent a malformed model list.")
     return [
-        ModelInfo(id=str(m.get("name") or m.get("model")), owned_by="ollama")
+        ModelInfo(
+            id=str(m.get("name") or m.get("model")), owned_by="ollama", listing=MappingProxyType(m)
+        )
         for m in models
         if isinstance(m, dict) and (m.get("name") or m.get("model"))
     ]

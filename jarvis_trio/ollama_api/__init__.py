@@ -1,0 +1,9 @@
+"""Ollama's own API on the gateway: ``/api/chat``, ``/api/generate`` and the model routes.
+
+:mod:`.requests` parses an Ollama request into the gateway's
+:class:`~jarvis_trio.backends.base.GenerationRequest` (the inverse of
+:mod:`jarvis_trio.backends.ollama_wire`), :mod:`.ndjson` writes the answer in
+Ollama's NDJSON, :mod:`.models` the model listings; all three are pure.
+:mod:`.routes` is the I/O: a blueprint that admits each request through the
+same session path as ``/v1/chat/completions``.
+"""
