@@ -154,7 +154,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         BODY_TIMEOUT=settings.body_timeout,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    limiter = trio.CapacityLimiter(settings.thread_limit)
+    limiter = trio.CapacityLimiter(settings.reader_threads)
     backend = backend or choose_backend(settings, limiter)
     metrics = Metrics()
     registry = _registry_from(settings)
@@ -168,6 +168,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         replay_retained=settings.replay_retained_streams,
         observer=metrics,
         registry=registry,
+        max_streams=settings.max_streams,
+        retry_after=settings.retry_after_seconds,
     )
     metrics.watch(manager.statistics, limiter)
     app.extensions["jarvis"] = JarvisState(
@@ -183,7 +185,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     @app.before_serving
     async def start_sessions() -> None:
         await app.nursery.start(manager.run)
-        logs.event("server_ready", backend=backend.name, thread_limit=settings.thread_limit)
+        logs.event(
+            "server_ready",
+            backend=backend.name,
+            thread_limit=settings.reader_threads,
+            max_streams=settings.max_streams,
+        )
 
     @app.after_serving
     async def stop_sessions() -> None:
@@ -311,6 +318,10 @@ def _register_routes(app: QuartTrio) -> None:
             backend=st.backend.name,
             sessions=stats.sessions,
             live_streams=stats.live_streams,
+            running_streams=stats.running_streams,
+            max_streams=stats.max_streams,
+            waiting_streams=stats.waiting_streams,
+            refused=stats.refused,
         )
 
     @app.get("/metrics")
@@ -416,10 +427,12 @@ def _register_routes(app: QuartTrio) -> None:
         chat = parse_chat_request(
             await request.get_data(cache=False, as_text=False, parse_form_data=False)
         )
+        session_id = _header_id("X-Session-Id")
+        # A full (or closing) gateway says so at once, before anything upstream.
+        st.manager.check_accepting(g.owner, session_id)
         model = await st.backend.resolve_model(chat.model or None)
         job = chat.to_generation(model)
         st.backend.check_request(job)  # a request refused here supersedes nothing
-        session_id = _header_id("X-Session-Id")
         resume = parse_resume_seconds(
             request.headers.get("X-Jarvis-Resume-Seconds"), st.settings.max_resume_seconds
         )
@@ -433,8 +446,9 @@ def _register_routes(app: QuartTrio) -> None:
         registry = st.manager.registry
         claim = None
         if registry is not None and session_id is not None:
-            # A closing server must not supersede the session everywhere, then refuse.
-            st.manager.check_accepting()
+            # A closing (or full) server must not supersede the session everywhere, then
+            # refuse.
+            st.manager.check_accepting(g.owner, session_id)
             # Across processes: take the session's next generation (cancelling older
             # streams everywhere), and a label every process gives this owner.
             claim = await registry.claim(g.owner, session_id)
