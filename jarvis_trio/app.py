@@ -24,6 +24,7 @@ from jarvis_trio import logs, web
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend, ModelInfo
+from jarvis_trio.backends.upstream import UpstreamBackend
 from jarvis_trio.config import Settings
 from jarvis_trio.cors import Cors
 from jarvis_trio.errors import (
@@ -185,6 +186,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     @app.before_serving
     async def start_sessions() -> None:
         await app.nursery.start(manager.run)
+        if isinstance(backend, UpstreamBackend):
+            # Refreshes the model list of requests that name no model, off their path.
+            await app.nursery.start(backend.models.run)
         logs.event(
             "server_ready",
             backend=backend.name,
@@ -194,6 +198,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
 
     @app.after_serving
     async def stop_sessions() -> None:
+        if isinstance(backend, UpstreamBackend):
+            backend.models.stop()
         await manager.shutdown()
         if manager.stopped:
             await backend.aclose()
