@@ -5,7 +5,9 @@ slow that no stream gets a second token while it is measured (each holds its rea
 thread, sleeping on its cancel token), opens N streaming requests a few milliseconds
 apart, waits until each has its response headers and role chunk, and reports the
 server's RSS and threads before and while it holds them. ``--env NAME=VALUE`` (repeatable)
-goes to the server, e.g. ``--env JARVIS_THREAD_STACK_KIB=256``.
+goes to the server, e.g. ``--env JARVIS_THREAD_STACK_KIB=256``. ``--upstream`` puts the
+Ollama simulator behind it instead (``--backend ollama``, a token every 5 s per stream), so
+each held stream also holds an upstream connection read by httpx.
 
 Smaller and quicker than the memory phase of :mod:`benchmarks.run` (no upstream process,
 no baseline): for sizing ``JARVIS_MAX_STREAMS`` and checking what a setting saves.
@@ -14,6 +16,7 @@ no baseline): for sizing ``JARVIS_MAX_STREAMS`` and checking what a setting save
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,9 +27,13 @@ import trio
 
 from jarvis_trio.testing import spawn
 
-BODY = json.dumps(
-    {"model": "jarvis-sim", "stream": True, "messages": [{"role": "user", "content": "hold"}]}
-).encode()
+
+def _body(model: str) -> bytes:
+    message = {"role": "user", "content": "hold"}
+    return json.dumps({"model": model, "stream": True, "messages": [message]}).encode()
+
+
+BODY = _body("jarvis-sim")
 
 
 async def _hold_one(
@@ -74,7 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("streams", type=int, nargs="?", default=1000)
     parser.add_argument("--interval", type=float, default=0.01, help="s between opens")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--upstream", action="store_true", help="the Ollama simulator behind")
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        backend = ["--backend", "sim"]
+        if args.upstream:
+            global BODY
+            BODY = _body("llama3.2:1b+slow=5+tokens=1000")
+            sim_argv = [sys.executable, "-m", "jarvis_trio", "sim-ollama", "--port", "0"]
+            sim = stack.enter_context(spawn(sim_argv, r"ollama_sim listening url=(\S+)"))
+            backend = ["--backend", "ollama", "--ollama-url", sim.url]
+        return _measure(args, backend)
+
+
+def _measure(args: argparse.Namespace, backend: list[str]) -> int:
     env = {
         "JARVIS_SIM_TOKENS_PER_SECOND": "0.001",
         "JARVIS_THREAD_LIMIT": str(args.streams + 64),
@@ -82,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "JARVIS_LOG_LEVEL": "warning",
     }
     env.update(item.split("=", 1) for item in args.env)
-    argv_ = [sys.executable, "-m", "jarvis_trio", "serve", "--backend", "sim", "--port", "0"]
+    argv_ = [sys.executable, "-m", "jarvis_trio", "serve", *backend, "--port", "0"]
     env["JARVIS_LOG_LEVEL"] = "info"  # server_listening names the URL
     with spawn(argv_, r"server_listening url=(\S+)", env=env, stop_grace=5.0) as server:
         proc = psutil.Process(server.process.pid)
@@ -105,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "streams": args.streams,
+                "backend": backend[1],
                 "env": args.env,
                 "idle_rss_mib": round(idle / 2**20, 1),
                 "held_rss_mib": round(result["rss"] / 2**20, 1),
