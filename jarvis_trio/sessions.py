@@ -302,8 +302,8 @@ class SessionManager:
                 retry_after=verdict.retry_after,
             )
         raise TooManyRequests(
-            f"The gateway is full: {admission.running} streams are running, its limit is "
-            f"{admission.limit}. Try again in {verdict.retry_after:g} s.",
+            f"The gateway is full ({admission.running} of {admission.limit} streams "
+            f"running). Try again in {verdict.retry_after:g} s.",
             code="gateway_full",
             retry_after=verdict.retry_after,
         )
