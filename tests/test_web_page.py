@@ -280,3 +280,31 @@ def test_a_refresh_before_the_prompt_was_taken_never_shows_another_answer(
     expect(first).to_have_attribute("data-status", "superseded")  # only the newest is live
     assert text_of(first) == expected_answer(SHORT)
     expect(page.get_by_test_id("stop-button")).to_be_disabled()
+
+
+@pytest.fixture
+def full_server() -> Iterator[str]:
+    yield from serve(JARVIS_MAX_STREAMS="1")
+
+
+def test_a_full_gateway_is_shown_on_the_answer_and_the_next_prompt_is_served(
+    full_server: str, page: Page
+) -> None:
+    """Another client holds the only slot: the page shows the 429's message, not a stream
+    that never starts; once the slot is free its next prompt is served."""
+    page.goto(full_server)
+    body = {"prompt": LONG, "stream": True}
+    with (
+        httpx.Client(base_url=full_server, timeout=10) as holder,
+        holder.stream("POST", "/v1/chat/completions", json=body) as held,
+    ):
+        lines = held.iter_lines()  # kept: a dropped generator would close the stream
+        next(lines)
+        send(page, SHORT)
+        refused = answers(page).nth(0)
+        expect(refused).to_have_attribute("data-status", "error")
+        expect(refused.locator(".error")).to_contain_text("The gateway is full")
+    send(page, SHORT)
+    served = answers(page).nth(1)
+    expect(served).to_have_attribute("data-status", "done")
+    assert text_of(served) == expected_answer(SHORT)
