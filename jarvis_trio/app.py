@@ -42,6 +42,7 @@ from jarvis_trio.replay import MAX_VIEWERS, REPLAY_BATCH, ReplayLog, parse_last_
 from jarvis_trio.schemas import check_id, parse_chat_request, parse_resume_seconds
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
+from jarvis_trio.tools.lifetime import install_tool_host
 from jarvis_trio.wire import DONE, ChunkFormat, completion_for, sse, stream_ending
 
 EXIT_CALLBACKS = "jarvis.on_exit"
@@ -146,7 +147,7 @@ def _declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
-    app = QuartTrio("jarvis_trio")
+    app = QuartTrio("jarvis_trio", static_folder=None)  # /static/ is the page's allow-list
     app.config.update(
         # quart-trio applies RESPONSE_TIMEOUT as a move_on_after around the whole
         # response: a stream longer than 60 s would be silently cut. Never.
@@ -207,6 +208,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
             await registry.aclose()
         # else: a worker thread is still running (one stuck in connect() is freed only
         # by the connect timeout); closing its client under it would not help.
+
+    install_tool_host(app, settings, metrics)  # JARVIS_MCP_CONFIG's servers, app's lifetime
 
     _register_hooks(app)
     _register_routes(app)
@@ -311,7 +314,7 @@ def _register_routes(app: QuartTrio) -> None:
     async def chat_page() -> Response:
         return _page_response("index.html")
 
-    @app.get("/static/<name>")
+    @app.get("/static/<path:name>")
     async def page_asset(name: str) -> Response:
         return _page_response(name)
 

@@ -17,6 +17,7 @@ from jarvis_trio import logs, ollama_sim
 from jarvis_trio.app import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import bind_sockets, serve
+from jarvis_trio.tools.config import McpConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-url", help="OpenAI-compatible base URL with /v1 (env JARVIS_UPSTREAM_URL)"
     )
     run.add_argument("--default-model", help="model for requests that name none")
+    run.add_argument(
+        "--mcp-config", help="JSON file naming the MCP servers (env JARVIS_MCP_CONFIG)"
+    )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["logfmt", "json"])
     run.add_argument(
@@ -99,7 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Process-wide, for threads started from now on: trio's thread cache starts its
         # worker threads (threading.Thread, no size of its own) only once trio runs.
         threading.stack_size(settings.thread_stack_kib * 1024)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except McpConfigError as exc:
+        for sock in sockets.insecure_sockets:
+            sock.close()
+        print(f"jarvis-trio: {exc}", file=sys.stderr)
+        return 2
     trio.run(
         partial(
             serve,

@@ -200,6 +200,45 @@ class Settings(BaseSettings):
         description="With a registry: seconds one Redis call may take to connect or answer; "
         "past it the request fails with 503 `registry_unavailable`.",
     )
+    mcp_config: str | None = Field(
+        None,
+        description="JSON file naming the MCP servers whose tools the agent may use, in the "
+        'shape other MCP clients use (`{"mcpServers": {"NAME": {"command": …, "args": […], '
+        '"env": {…}}}}`, or `{"url": …}` for streamable HTTP). Empty: no tools. The servers '
+        "run with the gateway's privileges.",
+    )
+    tool_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds one MCP tool call may take; then it is cancelled at the server "
+        "and the model reads a timeout error.",
+    )
+    agent_cancel_timeout: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="Cancel budget of a tool call: a cancelled caller is released within it; "
+        "a call whose cancel cannot be delivered by then is abandoned (`agent_tool_abandoned`).",
+    )
+    tool_result_max_chars: int = Field(
+        16_000,
+        ge=100,
+        description="Characters of a tool's result the model reads; the rest is cut, with a "
+        "note saying how much.",
+    )
+    agent_max_steps: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="Agent mode (not wired into requests yet): at most this many rounds of "
+        "model call and tool calls per answer.",
+    )
+    agent_default: bool = Field(
+        False,
+        description="Agent mode (not wired into requests yet) for every chat request that "
+        'does not say `"jarvis": {"agent": false}`.',
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
@@ -252,6 +291,7 @@ class Settings(BaseSettings):
     @field_validator(
         "registry_url",
         "registry_secret",
+        "mcp_config",
         "upstream_url",
         "upstream_api_key",
         "default_model",

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from jarvis_trio.outcomes import Outcome
 from jarvis_trio.sessions import ManagerStatistics
+from jarvis_trio.tools.outcomes import TOOL_OUTCOMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -118,6 +119,21 @@ class Metrics:
         self.requests = Counter(
             "jarvis_http_requests", "HTTP responses, by status.", ["status"], registry=r
         )
+        self.tool_calls = Counter(
+            "jarvis_tool_calls",
+            "MCP tool calls, by outcome (`abandoned`: its cancel could not be delivered "
+            "within the cancel budget).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome_name in TOOL_OUTCOMES:
+            self.tool_calls.labels(outcome_name)
+        self.tool_seconds = Histogram(
+            "jarvis_tool_call_duration_seconds",
+            "From a tool call's start until it returned to its caller (cancelled ones too).",
+            buckets=_SLOW,
+            registry=r,
+        )
 
     def watch(self, stats: Callable[[], ManagerStatistics], limiter: trio.CapacityLimiter) -> None:
         self.registry.register(_Gauges(stats, limiter))
@@ -145,3 +161,9 @@ class Metrics:
 
     def stream_refused(self, reason: str) -> None:
         pass  # counted by the manager, read at scrape time (jarvis_streams_refused_total)
+
+    # -- the tool host's observer
+
+    def tool_call_ended(self, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(outcome).inc()
+        self.tool_seconds.observe(seconds)

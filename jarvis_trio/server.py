@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from functools import partial
 
 import hypercorn.trio
@@ -16,6 +18,7 @@ from quart_trio import QuartTrio
 
 from jarvis_trio import logs
 from jarvis_trio.app import JarvisState
+from jarvis_trio.tools import processes
 
 
 class _Config(HypercornConfig):
@@ -91,19 +94,18 @@ async def serve(
     async def wait_for_shutdown() -> None:
         async with trio.open_nursery() as nursery:
 
-            async def on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        logs.event("shutdown_requested", signal=signal.Signals(signum).name)
-                        break
+            async def on_signal(signals: AsyncIterator[int]) -> None:
+                async for signum in signals:
+                    logs.event("shutdown_requested", signal=signal.Signals(signum).name)
+                    break
                 nursery.cancel_scope.cancel()
 
             async def on_trigger(event: trio.Event) -> None:
                 await event.wait()
                 nursery.cancel_scope.cancel()
 
-            if handle_signals:
-                nursery.start_soon(on_signal)
+            if receiver is not None:
+                nursery.start_soon(on_signal, receiver)
             if shutdown_trigger is not None:
                 nursery.start_soon(on_trigger, shutdown_trigger)
         if force_exit_after is not None:
@@ -115,18 +117,28 @@ async def serve(
 
     graceful = min(1.0, shutdown_timeout / 4)
     config = hypercorn_config(host, port, graceful_timeout=graceful, sockets=sockets)
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=wait_for_shutdown)
+    with ExitStack() as stack:
+        # Our handlers are in place before anything is served: a SIGTERM right after
+        # `server_listening` must not meet Python's default action, which kills the
+        # process with its streams unended and its MCP servers left running.
+        receiver = (
+            stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+            if handle_signals
+            else None
         )
-        for url in binds:
-            logs.event("server_listening", url=url, backend=state.backend.name)
-        task_status.started(binds)
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                partial(hypercorn.trio.serve, app, config, shutdown_trigger=wait_for_shutdown)
+            )
+            for url in binds:
+                logs.event("server_listening", url=url, backend=state.backend.name)
+            task_status.started(binds)
 
 
 def _force_exit(after: float) -> None:
     """Runs in the watchdog thread: every stream was ended already; what is left is a
     socket write to a client that reads nothing."""
     logs.event("shutdown_forced", level=logging.WARNING, after_seconds=after)
+    processes.kill_all_now()  # no MCP server outlives the gateway
     logging.shutdown()
     os._exit(0)

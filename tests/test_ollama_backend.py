@@ -6,6 +6,7 @@ wall-clock thresholds.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -297,3 +298,187 @@ async def test_cancel_frees_a_thread_blocked_in_connect() -> None:
         await backend.aclose()
         for s in [listener, *fillers]:
             s.close()
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        },
+    },
+}
+PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgAAIAAAUAAXpeqz8AAAAASUVORK5CYII="
+)
+
+
+@deadline(20)
+async def test_openai_fields_are_mapped_to_ollamas_chat(
+    start_server: StartServer, sim: OllamaSim
+) -> None:
+    """What /api/chat receives, for each field of the mapping table (docs/reference/api.md)."""
+    server, _ = await gateway(start_server, sim)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    body = {
+        "model": MODEL,
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "3"},
+        ],
+        "tools": [ADD],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+        "reasoning_effort": "low",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0.25,
+        "top_k": 20,
+        "max_completion_tokens": 8,
+        "seed": 3,
+        "user": "not sent",
+    }
+    async with server.client() as client:
+        r = await client.post(CHAT, json=body)
+    assert r.status_code == 200, r.text
+    sent = (await sim.wait_request(lambda q: q.path == "/api/chat")).body
+    assert sent is not None
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "what is this?", "images": [PNG_B64]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1, "b": 2}}}],
+        },
+        {"role": "tool", "content": "3", "tool_name": "add"},
+    ]
+    assert sent["tools"] == [ADD]
+    assert sent["format"] == schema
+    assert sent["think"] == "low"
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    assert sent["options"] == {
+        "seed": 3,
+        "num_predict": 8,
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0.25,
+        "top_k": 20,
+    }
+    assert "user" not in sent
+    # Ollama's thinking and logprobs come back in OpenAI's names.
+    message = r.json()["choices"][0]["message"]
+    assert message["reasoning_content"] == "Thinking it over."
+    assert r.json()["choices"][0]["logprobs"]["content"][0]["logprob"] == -0.25
+
+
+@deadline(30)
+async def test_a_tool_round_trip_through_ollama(start_server: StartServer, sim: OllamaSim) -> None:
+    server, limiter = await gateway(start_server, sim)
+    question = {"role": "user", "content": 'use add {"a": 2, "b": 3}'}
+    async with server.client() as client:
+        first = await client.post(
+            CHAT, json=chat(MODEL, stream=False, tools=[ADD]) | {"messages": [question]}
+        )
+        choice = first.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        call = choice["message"]["tool_calls"][0]
+        assert call["id"].startswith("call_") and call["type"] == "function"
+        assert call["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
+        result = {"role": "tool", "tool_call_id": call["id"], "content": "5"}
+        body = chat(MODEL, tools=[ADD]) | {"messages": [question, choice["message"], result]}
+        async with client.stream("POST", CHAT, json=body) as r:
+            events = await read_all_events(r)
+        assert "add returned 5" in text_of(events)
+        async with client.stream(
+            "POST", CHAT, json=chat(MODEL, tools=[ADD]) | {"messages": [question]}
+        ) as r:
+            streamed = await read_all_events(r)
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"]
+        for c in streamed
+        if isinstance(c, dict) and c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert calls and calls[0][0]["function"]["name"] == "add"
+    assert streamed[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    await all_closed(sim, limiter)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("logit_bias", {"50256": -100}),
+        ("tool_choice", "required"),
+        ("parallel_tool_calls", False),
+        ("service_tier", "flex"),
+        ("no_such_field", 1),
+    ],
+)
+@deadline(20)
+async def test_what_ollama_cannot_do_is_a_400_that_supersedes_nothing(
+    start_server: StartServer, sim: OllamaSim, field: str, value: Any
+) -> None:
+    server, _ = await gateway(start_server, sim)
+    headers = {"X-Session-Id": "keep"}
+    extra: dict[str, Any] = {field: value}
+    if field == "tool_choice":
+        extra["tools"] = [ADD]
+    async with server.client() as ca, server.client() as cb:
+        long = chat(MODEL + "+tokens=20")
+        async with ca.stream("POST", CHAT, json=long, headers=headers) as a:
+            events = sse_events(a)
+            await anext(events)
+            await anext(events)
+            r = await cb.post(CHAT, json=chat(MODEL) | extra, headers=headers)
+            rest = [event async for event in events]
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_parameter", field)
+    assert field in error["message"]
+    assert r.headers["x-should-retry"] == "false"
+    assert rest[-2]["choices"][0]["finish_reason"] == "stop"  # A went on to its end
+    assert "jarvis" not in rest[-2]
+
+
+@deadline(20)
+async def test_an_image_url_is_a_400_not_a_fetch(start_server: StartServer, sim: OllamaSim) -> None:
+    server, _ = await gateway(start_server, sim)
+    image = {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}
+    body = chat(MODEL) | {"messages": [{"role": "user", "content": [image]}]}
+    async with server.client() as client:
+        r = await client.post(CHAT, json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages.0.content"
+    assert "does not fetch" in r.json()["error"]["message"]
+    assert not [q for q in sim.requests() if q.path == "/api/chat"]
+
+
+@deadline(20)
+async def test_json_mode_answers_json(start_server: StartServer, sim: OllamaSim) -> None:
+    server, _ = await gateway(start_server, sim)
+    async with server.client() as client:
+        r = await client.post(
+            CHAT, json=chat(MODEL, stream=False, response_format={"type": "json_object"})
+        )
+    assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"]), dict)
+    sent = (await sim.wait_request(lambda q: q.path == "/api/chat")).body
+    assert sent is not None and sent["format"] == "json"

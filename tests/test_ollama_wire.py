@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Usage
+from jarvis_trio.backends.base import ChatTurn, Delta, GenerationRequest, Usage
 from jarvis_trio.backends.ollama_wire import (
+    ChatLines,
     chat_body,
     models_from_tags,
     normalize_ollama_url,
@@ -122,3 +123,32 @@ def test_a_lone_surrogate_from_upstream_becomes_a_replacement_character() -> Non
     line = parse_chat_line(b'{"message":{"content":"a\\ud800b?"},"done":false}')
     assert line is not None and line.content == "a\ufffdb?"
     line.content.encode("utf-8")  # writable as UTF-8
+
+
+def test_tool_calls_thinking_and_logprobs_come_back_in_openais_names() -> None:
+    lines = ChatLines()
+    first = lines(
+        b'{"model":"qwen3:4b","message":{"role":"assistant","content":"","thinking":"Hm.",'
+        b'"tool_calls":[{"function":{"name":"add","arguments":{"a":1}}},'
+        b'{"function":{"name":"clock","arguments":{}}}]},"done":false}'
+    )
+    second = lines(
+        b'{"message":{"role":"assistant","content":"","tool_calls":[{"function":'
+        b'{"name":"add","arguments":{"a":2}}}]},"done":false,'
+        b'"logprobs":[{"token":"x","logprob":-0.5,"bytes":[120]}]}'
+    )
+    assert first is not None and isinstance(first.output, Delta)
+    assert first.model == "qwen3:4b"
+    assert first.output.fields["reasoning_content"] == "Hm."
+    calls = first.output.fields["tool_calls"]
+    assert [c["index"] for c in calls] == [0, 1]
+    assert calls[0]["function"] == {"name": "add", "arguments": '{"a": 1}'}
+    assert calls[0]["id"].startswith("call_") and calls[0]["type"] == "function"
+    assert second is not None and isinstance(second.output, Delta)
+    assert second.output.fields["tool_calls"][0]["index"] == 2  # numbered across the answer
+    assert second.output.logprobs == {"content": [{"token": "x", "logprob": -0.5, "bytes": [120]}]}
+
+
+def test_a_plain_line_stays_a_plain_string() -> None:
+    piece = ChatLines()(b'{"message":{"role":"assistant","content":"Hi"},"done":false}')
+    assert piece is not None and piece.output == "Hi"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import pytest
+import trio
 
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.backends.openai_wire import parse_sse_line
 from jarvis_trio.errors import UpstreamError
 from tests.conftest import RunningServer, StartServer, log_lines
+from tests.fake_openai import FakeOpenAI, serve_fake_openai
 from tests.helpers import deadline, eventually, read_all_events, sse_events, text_of
 
 CHAT = "/v1/chat/completions"
@@ -109,3 +114,165 @@ def test_hostile_upstream_error_bodies_are_read_safely() -> None:
 
     assert upstream_error_message("[" * 100_000) == ("[" * 100_000)[:500]
     assert len(upstream_error_message('{"error": "' + "x" * 10_000 + '"}')) == 500
+
+
+CALL = {"index": 0, "id": "call_9", "type": "function", "function": {"name": "add"}}
+SCRIPT: list[dict[str, Any]] = [
+    {
+        "id": "up-1",
+        "object": "chat.completion.chunk",
+        "model": "real-model-q4",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Adding."}}],
+    },
+    {
+        "id": "up-1",
+        "model": "real-model-q4",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": "Sure"},
+                "logprobs": {"content": [{"token": "Sure", "logprob": -0.1, "bytes": [83]}]},
+            }
+        ],
+    },
+    {
+        "id": "up-1",
+        "model": "real-model-q4",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"tool_calls": [{**CALL, "function": {"name": "add", "arguments": ""}}]},
+            }
+        ],
+    },
+    {
+        "id": "up-1",
+        "model": "real-model-q4",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]},
+            }
+        ],
+    },
+    {
+        "id": "up-1",
+        "model": "real-model-q4",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+        "timings": {"predicted_n": 4, "predicted_ms": 12.5},
+    },
+    {
+        "id": "up-1",
+        "model": "real-model-q4",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 630,
+            "completion_tokens": 4,
+            "total_tokens": 634,
+            "prompt_tokens_details": {"cached_tokens": 600},
+        },
+    },
+]
+
+
+async def front_of_fake(
+    start_server: StartServer, nursery: trio.Nursery
+) -> tuple[RunningServer, FakeOpenAI]:
+    fake: FakeOpenAI = await nursery.start(partial(serve_fake_openai, FakeOpenAI(SCRIPT)))
+    front = await start_server(OpenAICompatBackend(fake.url))
+    return front, fake
+
+
+@deadline(20)
+async def test_the_clients_body_reaches_the_upstream_as_sent(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    """Every field, vendor extras included; the gateway fills in only the model and owns
+    ``stream`` and ``stream_options``."""
+    front, fake = await front_of_fake(start_server, nursery)
+    body: dict[str, Any] = {
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "add these"},
+                    {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}},
+                ],
+                "name": "ada",
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "3"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "add", "parameters": {}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "logit_bias": {"50256": -100},
+        "frequency_penalty": 0.5,
+        "presence_penalty": -0.5,
+        "reasoning_effort": "low",
+        "max_completion_tokens": 64,
+        "seed": 7,
+        "stop": ["\n\n"],
+        "user": "u-1",
+        "metadata": {"k": "v"},
+        "top_k": 20,
+        "min_p": 0.05,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "stream": True,
+        "stream_options": {"include_usage": False},
+    }
+    async with front.client() as client:
+        async with client.stream("POST", CHAT, json=body) as r:
+            assert r.status_code == 200
+            await read_all_events(r)
+    sent = dict(body, model="upstream-default", stream=True)
+    sent["stream_options"] = {"include_usage": True}
+    assert fake.bodies == [sent]
+
+
+@deadline(20)
+async def test_every_field_of_the_answer_is_relayed_streaming_and_not(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    front, _ = await front_of_fake(start_server, nursery)
+    ask = {"model": "real-model", "messages": [{"role": "user", "content": "add"}]}
+    async with front.client() as client:
+        body = {**ask, "stream": True, "stream_options": {"include_usage": True}}
+        async with client.stream("POST", CHAT, json=body) as r:
+            events = await read_all_events(r)
+        whole = (await client.post(CHAT, json=ask)).json()
+    chunks = [e for e in events if isinstance(e, dict)]
+    assert {c["model"] for c in chunks} == {"real-model-q4"}  # the model that answered
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert {"reasoning_content": "Adding."} in deltas
+    assert {"tool_calls": [{**CALL, "function": {"name": "add", "arguments": ""}}]} in deltas
+    assert {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]} in deltas
+    with_logprobs = [c for c in chunks if c["choices"] and c["choices"][0]["logprobs"]]
+    assert with_logprobs[0]["choices"][0]["logprobs"]["content"][0]["token"] == "Sure"
+    last, usage = chunks[-2], chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "tool_calls"
+    assert last["timings"] == {"predicted_n": 4, "predicted_ms": 12.5}
+    assert usage["usage"]["prompt_tokens_details"] == {"cached_tokens": 600}
+    assert usage["usage"]["prompt_tokens"] == 630
+
+    assert whole["model"] == "real-model-q4"
+    choice = whole["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Sure"
+    assert choice["message"]["reasoning_content"] == "Adding."
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_9", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+    ]
+    assert choice["logprobs"]["content"][0]["logprob"] == -0.1
+    assert whole["timings"] == {"predicted_n": 4, "predicted_ms": 12.5}
+    assert whole["usage"]["prompt_tokens_details"] == {"cached_tokens": 600}

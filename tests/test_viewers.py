@@ -246,11 +246,27 @@ async def test_the_chat_page_and_its_assets_are_served(client: httpx.AsyncClient
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'data-testid="prompt-input"' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for name, kind in [("chat.js", "text/javascript"), ("chat.css", "text/css")]:
+    for name, kind in [
+        ("chat.js", "text/javascript"),
+        ("chat.css", "text/css"),
+        ("markdown.js", "text/javascript"),
+        ("vendor/marked.esm.js", "text/javascript"),
+        ("vendor/purify.es.mjs", "text/javascript"),  # a module needs a JS type
+        ("vendor/highlight/languages/python.min.js", "text/javascript"),
+    ]:
         asset = await client.get(f"/static/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
-    # Only the page's own files: not the package's Python beside them.
-    for name in ("__init__.py", "secret.py", "..%2Fapp.py"):
+        assert "default-src 'self'" in asset.headers["content-security-policy"]
+    # Only the page's own files: not the package's Python beside them, nor the licences.
+    for name in (
+        "__init__.py",
+        "secret.py",
+        "..%2Fapp.py",
+        "vendor/../__init__.py",
+        "vendor/README.md",
+        "vendor/LICENSE-marked.txt",
+        "index.html/x",
+    ):
         missing = await client.get(f"/static/{name}")
         assert missing.status_code == 404, name
         assert missing.json()["error"]["code"] == "not_found"
