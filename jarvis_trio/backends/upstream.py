@@ -69,8 +69,6 @@ from jarvis_trio.threads import CancelToken, run_in_worker
 
 # Largest error body we read from an upstream to explain a failed request.
 ERROR_BODY_LIMIT = 64 * 1024
-# Most bytes one recv() asks for (httpcore asks 64 KiB): see _SmallReads.
-READ_BYTES = 4096
 
 
 # The cancel token of the request being made on this worker thread, for
@@ -114,21 +112,8 @@ class _RegisterBeforeConnect(httpcore.SyncBackend):
             for option in socket_options or ():
                 sock.setsockopt(*option)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return _SmallReads(sock)
+            return SyncStream(sock)
         raise httpcore.ConnectError(last) from last
-
-
-class _SmallReads(SyncStream):
-    """httpcore's sync stream, reading at most ``READ_BYTES`` at a time.
-
-    CPython's ``socket.recv(n)`` allocates its n-byte result *before* it blocks, and
-    httpcore asks for 64 KiB: every reader thread waiting for its next token held a
-    64 KiB buffer, most of a held stream's memory on an upstream backend
-    (docs/howto/tuning.md). A token's line is a few hundred bytes.
-    """
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return super().read(min(max_bytes, READ_BYTES), timeout)
 
 
 def _shutdown(sock: socket.socket) -> None:
