@@ -913,6 +913,24 @@ def test_stop_during_a_tool_call_shows_the_step_cancelled(tools_server: str, pag
     expect(steps(page).nth(0)).to_have_attribute("data-status", "cancelled")
 
 
+def test_a_failed_call_is_an_error_step_and_its_result_is_text(
+    tools_server: str, page: Page
+) -> None:
+    page.goto(tools_server)
+    page.get_by_test_id("agent-toggle").check()
+    payload = "<img src=x onerror=alert(1)>"
+    send(page, 'use add {"a": "' + payload + '", "b": 3}')  # not a number: the tool fails
+    answer = answers(page).nth(0)
+    expect(answer).to_have_attribute("data-status", "done")
+    step = answer.get_by_test_id("tool-step")
+    expect(step).to_have_attribute("data-status", "error")
+    expect(step.locator("summary")).to_contain_text("error")
+    step.locator("summary").click()
+    expect(step.locator(".step-result pre")).to_contain_text(payload)  # shown, as text
+    expect(step.locator(".step-arguments pre")).to_contain_text(payload)
+    expect(answer.locator("img")).to_have_count(0)  # nothing of it became an element
+
+
 def test_a_refresh_during_a_tool_call_replays_the_step_once(tools_server: str, page: Page) -> None:
     page.goto(tools_server)
     page.get_by_test_id("agent-toggle").check()
