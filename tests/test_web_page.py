@@ -48,8 +48,8 @@ def expected_answer(prompt: str) -> str:
     return "".join(sim_pieces(request, marked=True))
 
 
-def serve(**env: str) -> Iterator[str]:
-    argv = [str(Path(sys.executable).parent / "jarvis-trio"), "serve", "--port", "0"]
+def serve(*args: str, **env: str) -> Iterator[str]:
+    argv = [str(Path(sys.executable).parent / "jarvis-trio"), "serve", "--port", "0", *args]
     settings = {
         "JARVIS_BACKEND": "sim",
         "JARVIS_SIM_MARK_TOKENS": "true",
@@ -867,3 +867,130 @@ def test_a_full_gateway_is_shown_on_the_answer_and_the_next_prompt_is_served(
         expect(refused.locator(".error")).to_contain_text("Try again in 1 s")
     send(page, SHORT)
     expect(answers(page).last).to_have_attribute("data-status", "done")
+
+
+# -- agent mode: the server runs the model's tool calls, shown as steps of the answer
+
+
+@pytest.fixture(scope="module")
+def tools_server() -> Iterator[str]:
+    """The gateway on the embedded model with the demo tools (as `make run`), words unmarked."""
+    yield from serve("--backend", "sim", "--demo-tools", JARVIS_SIM_MARK_TOKENS="false")
+
+
+def steps(page: Page) -> Locator:
+    return page.get_by_test_id("tool-step")
+
+
+def test_agent_mode_shows_a_tool_call_as_a_step_kept_across_a_reload(
+    tools_server: str, page: Page
+) -> None:
+    page.goto(tools_server)
+    toggle = page.get_by_test_id("agent-toggle")
+    expect(toggle).not_to_be_checked()
+    body = sent_body(page, lambda: send(page, "What is 2+2?"))
+    assert "jarvis" not in body  # agent mode only when ticked
+    expect(answers(page).nth(0)).to_have_attribute("data-status", "done")
+    expect(steps(page)).to_have_count(0)
+
+    toggle.check()
+    prompt = 'use add {"a": 2, "b": 3}'
+    body = sent_body(page, lambda: send(page, prompt))
+    assert body["jarvis"] == {"agent": True}
+    answer = answers(page).nth(1)
+    expect(answer).to_have_attribute("data-status", "done")
+    expect(answer.locator(".text")).to_have_text("Done: add returned 5.0.")
+    step = answer.get_by_test_id("tool-step")
+    expect(step).to_have_count(1)
+    expect(step).to_have_attribute("data-status", "ok")
+    expect(step.locator("summary")).to_contain_text("add")
+    expect(step.locator(".step-result")).to_be_hidden()  # collapsed until opened
+    step.locator("summary").click()
+    expect(step.locator(".step-result pre")).to_have_text(re.compile(r"5(\.0)?"))
+    expect(step.locator(".step-arguments pre")).to_contain_text('"a": 2')
+
+    page.reload()  # the steps and the switch are the chat's, kept with it
+    expect(page.get_by_test_id("agent-toggle")).to_be_checked()
+    expect(steps(page)).to_have_count(1)
+    expect(steps(page).nth(0)).to_have_attribute("data-status", "ok")
+    ARTIFACTS.mkdir(exist_ok=True)
+    steps(page).nth(0).locator("summary").click()
+    page.screenshot(path=ARTIFACTS / "chat-agent.png", full_page=True)
+
+    page.get_by_test_id("new-chat-button").click()  # a new chat starts with it off
+    expect(page.get_by_test_id("agent-toggle")).not_to_be_checked()
+
+
+def test_stop_during_a_tool_call_shows_the_step_cancelled(tools_server: str, page: Page) -> None:
+    page.goto(tools_server)
+    page.get_by_test_id("agent-toggle").check()
+    send(page, 'use sleep {"seconds": 30}')
+    answer = answers(page).nth(0)
+    step = answer.get_by_test_id("tool-step")
+    expect(step).to_have_attribute("data-status", "running")
+    with page.expect_response(re.compile(r"/v1/sessions/.+/cancel$")) as cancel:
+        page.get_by_test_id("stop-button").click()
+    assert cancel.value.json()["result"] == "finished_cleanly"
+    expect(answer).to_have_attribute("data-status", "stopped")
+    expect(step).to_have_attribute("data-status", "cancelled")
+    expect(step.locator("summary")).to_contain_text("cancelled")
+    assert httpx.get(f"{tools_server}/healthz").json()["live_streams"] == 0
+    requests = httpx.get(f"{tools_server}/v1/requests").json()["data"]
+    assert [r for r in requests if r["session_id"] == session_of(page)] == []
+    page.reload()  # still cancelled when the chat is read back
+    expect(steps(page).nth(0)).to_have_attribute("data-status", "cancelled")
+
+
+def test_a_failed_call_is_an_error_step_and_its_result_is_text(
+    tools_server: str, page: Page
+) -> None:
+    page.goto(tools_server)
+    page.get_by_test_id("agent-toggle").check()
+    payload = "<img src=x onerror=alert(1)>"
+    send(page, 'use add {"a": "' + payload + '", "b": 3}')  # not a number: the tool fails
+    answer = answers(page).nth(0)
+    expect(answer).to_have_attribute("data-status", "done")
+    step = answer.get_by_test_id("tool-step")
+    expect(step).to_have_attribute("data-status", "error")
+    expect(step.locator("summary")).to_contain_text("error")
+    step.locator("summary").click()
+    expect(step.locator(".step-result pre")).to_contain_text(payload)  # shown, as text
+    expect(step.locator(".step-arguments pre")).to_contain_text(payload)
+    expect(answer.locator("img")).to_have_count(0)  # nothing of it became an element
+
+
+def test_a_refresh_during_a_tool_call_replays_the_step_once(tools_server: str, page: Page) -> None:
+    page.goto(tools_server)
+    page.get_by_test_id("agent-toggle").check()
+    send(page, 'use sleep {"seconds": 5}')
+    expect(steps(page).nth(0)).to_have_attribute("data-status", "running")
+    # The stored step is kept, and the viewer's replay from the stream's start sends its
+    # tool_call_started again: shown once all the same.
+    away_and_back(
+        page,
+        tools_server,
+        "const chat = loadChat(); const turn = chat.turns[1];"
+        "turn.lastEventId = null; turn.seq = 0; turn.text = ''; turn.tokens = 0;"
+        "if (turn.steps.length !== 1) throw new Error('no stored step');"
+        "saveChat(chat);",
+    )
+    answer = answers(page).nth(0)
+    expect(answer).to_have_attribute("data-status", "done")
+    expect(answer.locator(".text")).to_have_text(re.compile(r"^Done: sleep returned"))
+    expect(steps(page)).to_have_count(1)
+    expect(steps(page).nth(0)).to_have_attribute("data-status", "ok")
+
+
+def test_agent_mode_on_a_server_without_tools_says_so_and_unticks(server: str, page: Page) -> None:
+    page.goto(server)
+    page.get_by_test_id("agent-toggle").check()
+    with page.expect_response(re.compile(r"/v1/chat/completions$")) as response:
+        send(page, SHORT)
+    assert response.value.status == 400
+    answer = answers(page).nth(0)
+    expect(answer).to_have_attribute("data-status", "error")
+    expect(answer.locator(".error")).to_contain_text("no tools")
+    expect(page.get_by_test_id("agent-toggle")).not_to_be_checked()
+    body = sent_body(page, lambda: answer.get_by_test_id("regenerate-button").click())
+    assert "jarvis" not in body
+    expect(answers(page).nth(0)).to_have_attribute("data-status", "done")

@@ -16,6 +16,10 @@
 //   answer resumes from GET /v1/sessions/{id}/stream with Last-Event-ID.
 // - Every turn is sent back to the model, partial (stopped, superseded) answers
 //   included, so the history alternates user and assistant turns.
+// - Agent mode is a per-chat switch. The server's tool calls arrive as progress chunks
+//   (`jarvis.agent`: tool_call_started, tool_call_finished); each call is a step of its
+//   answer, kept with the chat and deduplicated by call id and event, since a viewer's
+//   replay sends them again. A step still running when its answer ended is "cancelled".
 import { copyText, morph, renderMarkdown } from "./markdown.js";
 import * as store from "./store.js";
 
@@ -30,6 +34,13 @@ const OUTCOME_TEXT = {
   shutdown: "The server shut down before the answer ended; send it again.",
   inactivity: "The model went silent; the server ended the answer.",
   first_token_timeout: "The model did not start answering in time.",
+};
+
+const STEP_OUTCOME_TEXT = {
+  ok: "ok",
+  tool_error: "error",
+  timeout: "timed out",
+  server_crashed: "tool server crashed",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -226,6 +237,7 @@ function renderHeader() {
 function renderSettings() {
   $("system-prompt").value = current.system || "";
   $("system-mark").hidden = !current.system;
+  $("agent-toggle").checked = Boolean(current.agent);
   selectModel(current.model || prefs.model || "");
 }
 
@@ -253,6 +265,7 @@ function renderTurn(turn) {
   }
   clearTimeout(renderTimers.get(turn));
   renderTimers.delete(turn);
+  renderSteps(el.querySelector(".steps"), turn);
   const body = el.querySelector(".text");
   if (shown.get(body) !== turn.text) {
     const started = performance.now();
@@ -300,6 +313,8 @@ function assistantElement(turn) {
   el.className = "turn assistant";
   el.dataset.testid = "assistant-message";
   el.setAttribute("aria-live", "polite");
+  const steps = document.createElement("div");
+  steps.className = "steps";
   const text = document.createElement("div");
   text.className = "text markdown";
   const error = document.createElement("p");
@@ -325,8 +340,127 @@ function assistantElement(turn) {
   });
   actions.append(copy, again);
   meta.append(actions);
-  el.append(text, error, meta);
+  el.append(steps, text, error, meta);
   return el;
+}
+
+/** A step's status: running, ok, error, or cancelled (started, and its answer ended
+ * before the call did). */
+function stepStatus(step, turn) {
+  if (step.outcome) return step.ok ? "ok" : "error";
+  return turn.status === "streaming" ? "running" : "cancelled";
+}
+
+function stepOutcomeText(step, status) {
+  if (status === "running") return "running…";
+  if (status === "cancelled") return "cancelled";
+  const outcome = STEP_OUTCOME_TEXT[step.outcome] || step.outcome.replace(/_/g, " ");
+  return step.durationMs == null ? outcome : outcome + " · " + Math.round(step.durationMs) + " ms";
+}
+
+/** The answer's tool calls, as collapsible steps. Everything from the server is text
+ * (textContent), never HTML. An open step stays open across renders. */
+function renderSteps(container, turn) {
+  const steps = turn.steps || [];
+  const old = new Map(Array.from(container.children, (el) => [el.dataset.callId, el]));
+  const items = steps.map((step) => {
+    let el = old.get(step.id);
+    if (!el) {
+      el = document.createElement("details");
+      el.className = "tool-step";
+      el.dataset.testid = "tool-step";
+      el.dataset.callId = step.id;
+      const summary = document.createElement("summary");
+      for (const name of ["step-icon", "step-name", "step-outcome", "step-preview"]) {
+        const span = document.createElement("span");
+        span.className = name;
+        summary.append(span);
+      }
+      const args = document.createElement("div");
+      args.className = "step-part step-arguments";
+      const argsLabel = document.createElement("span");
+      argsLabel.className = "step-label";
+      argsLabel.textContent = "arguments";
+      const argsPre = document.createElement("pre");
+      args.append(argsLabel, argsPre);
+      const result = document.createElement("div");
+      result.className = "step-part step-result";
+      const resultLabel = document.createElement("span");
+      resultLabel.className = "step-label";
+      resultLabel.textContent = "result";
+      const resultPre = document.createElement("pre");
+      result.append(resultLabel, resultPre);
+      el.append(summary, args, result);
+    }
+    const status = stepStatus(step, turn);
+    el.dataset.status = status;
+    el.querySelector(".step-icon").textContent =
+      { running: "⋯", ok: "✓", error: "✕", cancelled: "⊘" }[status];
+    el.querySelector(".step-name").textContent = step.name;
+    el.querySelector(".step-outcome").textContent = stepOutcomeText(step, status);
+    el.querySelector(".step-arguments pre").textContent = step.arguments;
+    el.querySelector(".step-preview").textContent = step.preview || "";
+    el.querySelector(".step-result").hidden = step.result == null;
+    el.querySelector(".step-result pre").textContent = step.result == null ? "" : step.result;
+    return el;
+  });
+  container.replaceChildren(...items);
+  container.hidden = items.length === 0;
+}
+
+/** Formats a call's arguments (JSON text, or an object) for reading. */
+function argumentsText(value) {
+  let parsed = value;
+  if (typeof value === "string") {
+    try {
+      parsed = JSON.parse(value);
+    } catch (_) {
+      return value;
+    }
+  }
+  try {
+    return JSON.stringify(parsed, null, 2);
+  } catch (_) {
+    return String(value);
+  }
+}
+
+/** The arguments on one short line, for the step's collapsed summary. */
+function previewText(value) {
+  const text = typeof value === "string" ? value : JSON.stringify(value ?? "");
+  const line = (text || "").replace(/\s+/g, " ").trim();
+  return line.length > 80 ? line.slice(0, 79) + "…" : line;
+}
+
+/** A `jarvis.agent` progress event: a step starts, or ends. Returns whether it was new
+ * (a replay repeats events: each (call id, event) counts once). */
+function applyAgentEvent(turn, event) {
+  if (!event || typeof event.id !== "string") return false;
+  if (!turn.steps) turn.steps = [];
+  let step = turn.steps.find((s) => s.id === event.id);
+  if (event.event === "tool_call_started") {
+    if (step) return false;
+    turn.steps.push({ id: event.id, step: event.step, name: String(event.name || "tool"),
+      arguments: argumentsText(event.arguments ?? ""), preview: previewText(event.arguments),
+      outcome: null, ok: null,
+      durationMs: null, result: null });
+    return true;
+  }
+  if (event.event === "tool_call_finished") {
+    if (step && step.outcome) return false;
+    if (!step) {
+      // Its start was cut from a truncated replay: the step is shown all the same.
+      step = { id: event.id, step: event.step, name: String(event.name || "tool"),
+        arguments: "", outcome: null, ok: null, durationMs: null, result: null };
+      turn.steps.push(step);
+    }
+    step.outcome = String(event.outcome || (event.ok ? "ok" : "error"));
+    step.ok = event.ok === true || step.outcome === "ok";
+    step.durationMs = typeof event.duration_ms === "number" ? event.duration_ms : null;
+    step.result = event.result == null ? "" : String(event.result);
+    return true;
+  }
+  return false;
 }
 
 async function copied(btn, action) {
@@ -458,8 +592,13 @@ function handleEvent(turn, eventId, data) {
     turn.seq = 0;
     turn.tokens = 0;
   }
-  // Agent mode will stream `delta.tool_calls` (and tool results) here: they become
-  // steps of this turn (`turn.steps`), rendered above its text, not text.
+  // Agent mode: the server's tool calls are steps of this turn (`turn.steps`), rendered
+  // above its text; a replay repeats them, and applyAgentEvent keeps each once.
+  const agent = chunk.jarvis && chunk.jarvis.agent;
+  if (agent && applyAgentEvent(turn, agent)) {
+    if (seq !== null && seq > turn.seq) turn.seq = seq;
+    if (eventId) turn.lastEventId = eventId;
+  }
   if (delta.content) {
     if (seq !== null && seq <= turn.seq) return; // seen already (a resume overlap)
     if (seq !== null) turn.seq = seq;
@@ -556,6 +695,16 @@ async function httpErrorText(response, what = "") {
   return what + (message || response.statusText || "Request failed") + " (HTTP " + status + ")";
 }
 
+/** The OpenAI error body's code, the response left unread for httpErrorText. */
+async function errorCode(response) {
+  try {
+    const body = await response.clone().json();
+    return (body.error && body.error.code) || "";
+  } catch (_) {
+    return "";
+  }
+}
+
 function retryAfterSeconds(value) {
   if (!value) return null;
   if (/^\d+$/.test(value.trim())) return Number(value.trim());
@@ -587,11 +736,11 @@ function send(chat, prompt) {
   return ask(chat);
 }
 
-/** What a chat's request asks for. Agent mode (issue 14, part 6) adds its switch here,
- * from a per-chat setting beside the system prompt. */
+/** What a chat's request asks for: agent mode only when the chat's switch is on. */
 function requestBody(chat, messages) {
   const body = { messages, stream: true };
   if (chat.model) body.model = chat.model;
+  if (chat.agent) body.jarvis = { agent: true };
   return body;
 }
 
@@ -633,6 +782,13 @@ async function ask(chat) {
   }
   if (!response.ok) {
     if (response.status === 401) askForKey();
+    if (response.status === 400 && (await errorCode(response)) === "agent_unavailable") {
+      chat.agent = false; // the switch is turned off: Regenerate asks without it
+      if (chat === current) renderSettings();
+      return finish(turn, "error", "This server has no tools, so agent mode is not available " +
+        "here; it has been switched off for this chat. Press Regenerate to ask without it " +
+        "(a server started with --demo-tools or an MCP config has tools).");
+    }
     return finish(turn, "error", await httpErrorText(response));
   }
   turn.streamId = response.headers.get("X-Stream-Id");
@@ -788,14 +944,14 @@ function switchTo(chat) {
   current = chat;
   tab.current = chat.id;
   store.saveTab(tab);
-  if (chat.turns.length || chat.system) saveNow(chat);
+  if (chat.turns.length || chat.system || chat.agent) saveNow(chat);
   closeSidebar();
   renderAll();
 }
 
 function newChatClicked() {
   // An empty chat is reused rather than a second one made.
-  const empty = chats.find((c) => c.turns.length === 0 && !c.system);
+  const empty = chats.find((c) => c.turns.length === 0 && !c.system && !c.agent);
   switchTo(empty || createChat());
   $("prompt").focus();
 }
@@ -908,6 +1064,10 @@ function start() {
     prefs.model = current.model;
     store.savePrefs(prefs);
     if (current.turns.length) saveNow(current);
+  });
+  $("agent-toggle").addEventListener("change", (event) => {
+    current.agent = event.target.checked;
+    saveNow(current);
   });
   $("system-prompt").addEventListener("input", (event) => {
     current.system = event.target.value;

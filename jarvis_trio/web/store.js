@@ -30,7 +30,7 @@ export function newId() {
 
 export function newChat() {
   const now = Date.now();
-  return { id: newId(), title: "", renamed: false, system: "", model: "", createdAt: now,
+  return { id: newId(), title: "", renamed: false, system: "", model: "", agent: false, createdAt: now,
     updatedAt: now, turns: [] };
 }
 
