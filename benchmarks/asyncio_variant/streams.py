@@ -194,9 +194,7 @@ class StreamRun:
                     self.tools, self.backend, self.job, entry.cancelled, emit, trace=self.id
                 )
             else:
-                result = await asyncio.to_thread(
-                    self.backend.read, self.job, entry.cancelled, emit
-                )
+                result = await asyncio.to_thread(self.backend.read, self.job, entry.cancelled, emit)
         except ReadCancelled:
             # The thread saw the flag: the stream was cancelled (and normally the
             # generator knows already; this covers a cancel it did not see).
