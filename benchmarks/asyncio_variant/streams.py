@@ -144,7 +144,8 @@ class StreamRun:
             # shield keeps wait_for's timeout from cancelling (and waiting) again:
             # 0.5 s, then the task is left to itself.
             if agent_task is not None:
-                agent_task.cancel()
+                cancelled_at = loop.time()
+                running = agent_task.cancel()  # False: it had ended
                 try:
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait_for(asyncio.shield(agent_task), AGENT_CANCEL_TIMEOUT)
@@ -155,6 +156,9 @@ class StreamRun:
                         trace=self.id,
                         budget_ms=AGENT_CANCEL_TIMEOUT * 1000,
                     )
+                if running and self.tools is not None:
+                    join_ms = round((loop.time() - cancelled_at) * 1000, 1)
+                    logs.event("agent_cancelled", trace=self.id, join_ms=join_ms)
             if started_at is not None:
                 await self.registry.pop(self.id)
                 entry.cancelled.clear()
