@@ -457,19 +457,15 @@ def render_page(ctx: PageContext, trio: VariantResults, asyncio: VariantResults)
         "",
         render_table(rows),
         "",
-        "### Throughput and CPU per relayed token",
-        "",
-        throughput_table([trio, asyncio]),
-        "",
-        "### Storm",
-        "",
-        storm_table([trio, asyncio]),
-        "",
-        "### Memory",
-        "",
-        memory_table([trio, asyncio]),
-        "",
     ]
+    both = (trio, asyncio)
+    for heading, ran, table in (  # a phase that did not run gets no section
+        ("Throughput and CPU per relayed token", any(v.throughput for v in both), throughput_table),
+        ("Storm", any(v.storm for v in both), storm_table),
+        ("Memory", any(v.memory for v in both), memory_table),
+    ):
+        if ran:
+            parts += [f"### {heading}", "", table([trio, asyncio]), ""]
     if ctx.plots:
         parts += ["### Plots", ""]
         parts += [f"![{caption}]({path})" for caption, path in ctx.plots]
