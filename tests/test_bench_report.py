@@ -247,6 +247,12 @@ def test_agent_rows_read_the_cancel_and_bs_first_token_of_each_variant() -> None
         "p99 ≤ 515 ms",
         "pass",
     )
+    # Only the agent phase ran: the page has no empty sections of the others.
+    ctx = PageContext("Results", "now", "quick", [("cores", "2")], [], 1.0)
+    page = render_page(ctx, VariantResults("trio", agent=trio.agent), VariantResults("asyncio"))
+    assert "Supersede during a tool call" in page
+    assert not any(h in page for h in ("### Throughput", "### Storm", "### Memory"))
+    assert "### Storm" in render_page(ctx, trio, asyncio)
 
 
 def test_verdict_summary_names_the_misses() -> None:
