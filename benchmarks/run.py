@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,17 +60,23 @@ class Profile:
     agent_rounds: int
     agent_timeout: float  # s per round, each wait included
 
-    def describe(self) -> str:
-        return (
-            f"`{self.name}`: handoff up to {self.handoff_rounds} rounds per upstream mode "
+    def describe(self, phases: Iterable[str] = ()) -> str:
+        """The profile's counts, of the phases named (all when none are)."""
+        wanted = set(phases) or set(PHASES)
+        parts = {
+            "handoff": f"handoff up to {self.handoff_rounds} rounds per upstream mode "
             f"({self.round_timeout:g} s per round, a mode stops after {self.give_up_after} "
-            f"rounds in a row without a B), {self.ttft_rounds} TTFT rounds, throughput at "
-            f"{', '.join(map(str, self.concurrency))} streams ({self.window:g} s windows "
-            f"after up to {self.warmup:g} s of warm-up), a storm of {self.storm_requests} "
-            f"requests over {self.storm_sessions} sessions, {self.memory_streams:,} streams "
-            f"for the memory peak, {self.agent_rounds} agent rounds ({self.agent_timeout:g} s "
-            "per round)"
-        )
+            "rounds in a row without a B)",
+            "ttft": f"{self.ttft_rounds} TTFT rounds",
+            "throughput": f"throughput at {', '.join(map(str, self.concurrency))} streams "
+            f"({self.window:g} s windows after up to {self.warmup:g} s of warm-up)",
+            "storm": f"a storm of {self.storm_requests} requests over "
+            f"{self.storm_sessions} sessions",
+            "memory": f"{self.memory_streams:,} streams for the memory peak",
+            "agent": f"{self.agent_rounds} agent rounds ({self.agent_timeout:g} s per round, "
+            f"a variant stops after {self.give_up_after} rounds in a row without a B)",
+        }
+        return f"`{self.name}`: " + ", ".join(v for k, v in parts.items() if k in wanted)
 
 
 PROFILES = {
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = report.PageContext(
         title=f"Results ({profile.name} run)",
         when=when,
-        profile=profile.describe(),
+        profile=profile.describe(phases),
         machine=machine_rows,
         plots=plot_rows,
         elapsed_s=elapsed,
