@@ -37,8 +37,9 @@ from benchmarks import agent, handoff, machine, memory, plots, report, storm, th
 from benchmarks.report import VariantResults
 from benchmarks.stack import VARIANTS, open_stack, raise_fd_limit
 
-# Enough worker threads for every stream of the memory phase (jarvis-trio only reads it).
-SERVER_ENV = {"JARVIS_THREAD_LIMIT": "2048"}
+# Enough stream slots and worker threads for every stream of the memory phase (jarvis-trio
+# only reads them): the phases measure the cost of streams, not the admission bound.
+SERVER_ENV = {"JARVIS_MAX_STREAMS": "2048", "JARVIS_THREAD_LIMIT": "2048"}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from jarvis_trio.agent import AgentBackend, agent_unavailable
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
 from jarvis_trio.backends.base import Backend, GenerationRequest, ModelInfo
+from jarvis_trio.backends.upstream import UpstreamBackend
 from jarvis_trio.config import Settings
 from jarvis_trio.cors import Cors
 from jarvis_trio.errors import (
@@ -156,7 +157,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         BODY_TIMEOUT=settings.body_timeout,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    limiter = trio.CapacityLimiter(settings.thread_limit)
+    limiter = trio.CapacityLimiter(settings.reader_threads)
     backend = backend or choose_backend(settings, limiter)
     metrics = Metrics()
     # JARVIS_MCP_CONFIG's servers, for the app's lifetime; with them, agent mode.
@@ -179,6 +180,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         replay_retained=settings.replay_retained_streams,
         observer=metrics,
         registry=registry,
+        max_streams=settings.max_streams,
+        retry_after=settings.retry_after_seconds,
     )
     metrics.watch(manager.statistics, limiter)
     app.extensions["jarvis"] = JarvisState(
@@ -191,13 +194,25 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = Cors(app.asgi_app, settings.cors_origins)  # type: ignore[method-assign]
 
+    upstream = backend.inner if isinstance(backend, AgentBackend) else backend
+
     @app.before_serving
     async def start_sessions() -> None:
         await app.nursery.start(manager.run)
-        logs.event("server_ready", backend=backend.name, thread_limit=settings.thread_limit)
+        if isinstance(upstream, UpstreamBackend):
+            # Refreshes the model list of requests that name no model, off their path.
+            await app.nursery.start(upstream.models.run)
+        logs.event(
+            "server_ready",
+            backend=backend.name,
+            thread_limit=settings.reader_threads,
+            max_streams=settings.max_streams,
+        )
 
     @app.after_serving
     async def stop_sessions() -> None:
+        if isinstance(upstream, UpstreamBackend):
+            upstream.models.stop()
         await manager.shutdown()
         if manager.stopped:
             await backend.aclose()
@@ -329,6 +344,10 @@ def _register_routes(app: QuartTrio) -> None:
             backend=st.backend.name,
             sessions=stats.sessions,
             live_streams=stats.live_streams,
+            running_streams=stats.running_streams,
+            max_streams=stats.max_streams,
+            waiting_streams=stats.waiting_streams,
+            refused=stats.refused,
         )
 
     @app.get("/metrics")
@@ -434,6 +453,7 @@ def _register_routes(app: QuartTrio) -> None:
         chat = parse_chat_request(
             await request.get_data(cache=False, as_text=False, parse_form_data=False)
         )
+        refuse_if_full()
         model = await st.backend.resolve_model(chat.model or None)
         agent = chat.wants_agent(st.settings.agent_default)
         if agent and not isinstance(st.backend, AgentBackend):
@@ -469,6 +489,11 @@ def _register_routes(app: QuartTrio) -> None:
         return response
 
 
+def refuse_if_full() -> None:
+    """A full (or closing) gateway says so at once (429, 503), before anything upstream."""
+    state().manager.check_accepting(g.owner, _header_id("X-Session-Id"))
+
+
 async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dict[str, str]]:
     """Submit ``job`` to its session and wait until its answer may be read.
 
@@ -495,8 +520,9 @@ async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dic
     registry = st.manager.registry
     claim = None
     if registry is not None and session_id is not None:
-        # A closing server must not supersede the session everywhere, then refuse.
-        st.manager.check_accepting()
+        # A closing (or full) server must not supersede the session everywhere, then
+        # refuse.
+        st.manager.check_accepting(g.owner, session_id)
         # Across processes: take the session's next generation (cancelling older
         # streams everywhere), and a label every process gives this owner.
         claim = await registry.claim(g.owner, session_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -104,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"jarvis-trio: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if settings.thread_stack_kib is not None:
+        # Process-wide, for threads started from now on: trio's thread cache starts its
+        # worker threads (threading.Thread, no size of its own) only once trio runs.
+        threading.stack_size(settings.thread_stack_kib * 1024)
     try:
         app = create_app(settings)
     except McpConfigError as exc:

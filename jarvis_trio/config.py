@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BackendName = Literal["auto", "sim", "ollama", "openai"]
@@ -138,10 +138,40 @@ class Settings(BaseSettings):
         description="Seconds a client may take to send its request body (slowloris guard); "
         "then 408.",
     )
-    thread_limit: int = Field(
+    max_streams: int = Field(
         256,
         ge=1,
-        description="Worker threads that may read upstreams at once (trio's default is 40).",
+        description="Streams that may run at once (live, being cancelled, or past their "
+        "join). Past it a new request gets 429 `gateway_full` with `Retry-After` at once; "
+        "a new prompt of a session that runs a stream is still admitted (it replaces it). "
+        "Sizing: docs/howto/tuning.md.",
+    )
+    thread_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Worker threads that may read upstreams at once. Empty: "
+        "`JARVIS_MAX_STREAMS` + 16 (room for streams past their join). At least "
+        "`JARVIS_MAX_STREAMS`, so an admitted stream never waits for a thread.",
+    )
+    thread_stack_kib: int | None = Field(
+        None,
+        ge=64,
+        le=65536,
+        description="Stack size of the worker threads, in KiB, set by `jarvis-trio serve` "
+        "before any thread starts. Empty: the system's (8 MiB here). It bounds address "
+        "space, not RSS: a thread's RSS is the stack it touches.",
+    )
+    retry_after_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="`Retry-After` of a 429 `gateway_full` (and a 503 `shutting_down`).",
+    )
+    models_ttl_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long the upstream's model list (the default model of a request "
+        "that names none) is used before it is refreshed, in the background.",
     )
     registry_url: str | None = Field(
         None,
@@ -219,6 +249,21 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
     log_format: Literal["logfmt", "json"] = Field("logfmt", description="Log line format.")
+
+    @property
+    def reader_threads(self) -> int:
+        """The thread limiter's size: ``thread_limit``, else ``max_streams`` + 16."""
+        return self.thread_limit if self.thread_limit is not None else self.max_streams + 16
+
+    @model_validator(mode="after")
+    def _threads_cover_streams(self) -> Settings:
+        if self.thread_limit is not None and self.thread_limit < self.max_streams:
+            raise ValueError(
+                f"JARVIS_THREAD_LIMIT ({self.thread_limit}) is below JARVIS_MAX_STREAMS "
+                f"({self.max_streams}): admitted streams would wait for a thread without a "
+                "word. Raise the thread limit or lower the stream limit."
+            )
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

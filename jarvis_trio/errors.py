@@ -19,6 +19,9 @@
 
 The body is always ``{"error": {"message", "type", "param", "code"}}``.
 
+A refusal that will pass (a full gateway, a restart) also says when to try
+again: ``Retry-After`` (whole seconds) and ``retry-after-ms``.
+
 Every error response also says ``x-should-retry: true|false``, which the
 official OpenAI SDKs obey over their own rule (retry 408, 409, 429 and >= 500,
 twice by default). Retrying is right where waiting may help (a full gateway, a
@@ -31,6 +34,7 @@ upstream that sent garbage, and a model that stayed silent past its timeout.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Codes whose class would allow a retry but which a retry only makes worse.
@@ -43,11 +47,20 @@ class ApiError(Exception):
     # May a client retry the same request automatically? (``x-should-retry``)
     retryable: bool = False
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.param = param
+        # Seconds after which a retry may succeed (``Retry-After``), when we know.
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, code=self.code, param=self.param)
@@ -57,7 +70,12 @@ class ApiError(Exception):
         return self.retryable and self.code not in _NO_RETRY_CODES
 
     def headers(self) -> dict[str, str]:
-        return {"x-should-retry": "true" if self.should_retry else "false"}
+        headers = {"x-should-retry": "true" if self.should_retry else "false"}
+        if self.retry_after is not None:
+            # HTTP's header counts whole seconds; OpenAI's SDKs read the finer one first.
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+            headers["retry-after-ms"] = str(max(1, round(self.retry_after * 1000)))
+        return headers
 
 
 class InvalidRequest(ApiError):

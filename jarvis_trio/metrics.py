@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from jarvis_trio.outcomes import Outcome
@@ -31,9 +31,33 @@ class _Gauges(Collector):
         self._stats = stats
         self._limiter = limiter
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self._stats()
         yield GaugeMetricFamily("jarvis_live_streams", "Streams emitting now.", stats.live_streams)
+        yield GaugeMetricFamily(
+            "jarvis_streams_running",
+            "Streams holding a slot: live, being cancelled, or past their join.",
+            stats.running_streams,
+        )
+        yield GaugeMetricFamily(
+            "jarvis_streams_limit",
+            "Most streams that may hold a slot (JARVIS_MAX_STREAMS); past it, 429.",
+            stats.max_streams,
+        )
+        yield GaugeMetricFamily(
+            "jarvis_streams_waiting",
+            "Requests waiting for their session's previous stream to end.",
+            stats.waiting_streams,
+        )
+        refused = CounterMetricFamily(
+            "jarvis_streams_refused",
+            "Requests refused before their session was touched, by reason "
+            "(full: 429, shutting_down: 503).",
+            labels=["reason"],
+        )
+        for reason, count in stats.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
         yield GaugeMetricFamily(
             "jarvis_sessions", "Sessions with anything running.", stats.sessions
         )
@@ -41,6 +65,11 @@ class _Gauges(Collector):
             "jarvis_worker_threads_in_use",
             "Worker threads reading upstreams now.",
             self._limiter.borrowed_tokens,
+        )
+        yield GaugeMetricFamily(
+            "jarvis_worker_threads_waiting",
+            "Streams waiting for a worker thread (0 unless zombies hold threads).",
+            self._limiter.statistics().tasks_waiting,
         )
         yield GaugeMetricFamily(
             "jarvis_worker_threads_limit",
@@ -129,6 +158,9 @@ class Metrics:
 
     def first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)
+
+    def stream_refused(self, reason: str) -> None:
+        pass  # counted by the manager, read at scrape time (jarvis_streams_refused_total)
 
     # -- the tool host's observer
 

@@ -18,7 +18,10 @@ request that was waiting for it.
 
 Admission (:meth:`SessionManager.submit`) is synchronous, so the order in
 which requests reach the rules is the order in which they arrived: latest
-wins without locks.
+wins without locks. Before a request touches its session, the gateway's
+:class:`~jarvis_trio.admission.Admission` may refuse it (429 when every slot
+is taken, 503 while shutting down); a request of a session that already runs
+a stream is never refused for the slot its predecessor holds.
 
 Viewers (:meth:`SessionManager.watch`) read the replay log of a session's
 newest stream and are invisible to the rules. A stream whose client asked to
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -47,12 +51,14 @@ from typing import Protocol
 import trio
 
 from jarvis_trio import logs
+from jarvis_trio.admission import Admission, Refusal, Refuse
 from jarvis_trio.backends.base import Backend, GenerationRequest
 from jarvis_trio.errors import (
     ApiError,
     RegistryUnavailable,
     ServerError,
     ServiceUnavailable,
+    TooManyRequests,
     UpstreamTimeout,
 )
 from jarvis_trio.outcomes import Ending, Outcome
@@ -127,6 +133,12 @@ class ManagerStatistics:
     cancels_issued: int
     joins_clean: int
     joins_timed_out: int
+    # Admission: streams holding a slot (live, cancelling, zombie), the bound, requests
+    # waiting for their session's previous stream, and refusals by reason.
+    running_streams: int = 0
+    max_streams: int = 0
+    waiting_streams: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 class Observer(Protocol):
@@ -144,6 +156,9 @@ class Observer(Protocol):
 
     def first_token(self, seconds: float) -> None: ...
 
+    def stream_refused(self, reason: str) -> None:
+        """A request was not admitted (``full``, ``shutting_down``)."""
+
 
 class NullObserver:
     def stream_started(self) -> None:
@@ -159,6 +174,9 @@ class NullObserver:
         pass
 
     def first_token(self, seconds: float) -> None:
+        pass
+
+    def stream_refused(self, reason: str) -> None:
         pass
 
 
@@ -183,8 +201,12 @@ class SessionManager:
         replay_retained: int = 256,
         observer: Observer | None = None,
         registry: Registry | None = None,
+        max_streams: int | None = None,
+        retry_after: float = 1.0,
     ) -> None:
         self.backend = backend
+        # Who may open a stream (None: no bound but the thread limiter's).
+        self._admission = Admission(max_streams or sys.maxsize, retry_after)
         # None: sessions are this process's alone (the default, in-memory registry).
         self.registry = registry
         self.observer: Observer = observer or NullObserver()
@@ -217,6 +239,7 @@ class SessionManager:
                 await trio.sleep_forever()
         finally:
             self._closing = True  # also when cancelled from outside: refuse new work
+            self._admission.close()
             self._stopped.set()
 
     async def shutdown(self) -> None:
@@ -234,6 +257,7 @@ class SessionManager:
                 await self._stopped.wait()
             return
         self._closing = True
+        self._admission.close()
         now = trio.current_time()
         end = min(trio.current_effective_deadline(), now + 2 * self.join_budget)
         for session in list(self._sessions.values()):
@@ -250,10 +274,39 @@ class SessionManager:
 
     # -- requests
 
-    def check_accepting(self) -> None:
-        """Raise the 503 a request gets while the server is shutting down."""
-        if self._closing or self._nursery is None:
-            raise ServiceUnavailable("The server is shutting down.", code="shutting_down")
+    def check_accepting(self, owner: str | None = None, session_id: str | None = None) -> None:
+        """Raise what a new request of ``(owner, session_id)`` would get now: a 503 while
+        the server shuts down, a 429 while every stream slot is taken (unless its
+        session runs a stream: the new one takes over that stream's slot)."""
+        running = session_id is not None and (owner or "", session_id) in self._sessions
+        self._admit(running)
+
+    def _admit(self, session_running: bool) -> None:
+        if self._nursery is None:
+            self._admission.close()
+        verdict = self._admission.arrive(session_running=session_running)
+        if not isinstance(verdict, Refuse):
+            return
+        admission = self._admission
+        logs.event(
+            "stream_refused",
+            reason=verdict.reason.value,
+            running=admission.running,
+            limit=admission.limit,
+        )
+        self.observer.stream_refused(verdict.reason.value)
+        if verdict.reason is Refusal.SHUTTING_DOWN:
+            raise ServiceUnavailable(
+                "The server is shutting down.",
+                code="shutting_down",
+                retry_after=verdict.retry_after,
+            )
+        raise TooManyRequests(
+            f"The gateway is full ({admission.running} of {admission.limit} streams "
+            f"running). Try again in {verdict.retry_after:g} s.",
+            code="gateway_full",
+            retry_after=verdict.retry_after,
+        )
 
     def submit(
         self,
@@ -270,8 +323,10 @@ class SessionManager:
         ``resume_seconds``: if the client leaves mid-answer, the stream goes on that
         long waiting for a viewer (a refreshed page) instead of being cancelled.
         ``claim``: its place in the session across processes (with a registry).
+        Raises the 429 or 503 of :meth:`check_accepting` before anything is touched.
         """
-        self.check_accepting()
+        key: SessionKey | None = None if session_id is None else (owner, session_id)
+        self._admit(key is not None and key in self._sessions)
         stream = Stream(
             job=job,
             session_id=session_id,
@@ -471,6 +526,10 @@ class SessionManager:
             cancels_issued=c.cancels,
             joins_clean=c.joins_clean,
             joins_timed_out=c.joins_timed_out,
+            running_streams=self._admission.running,
+            max_streams=min(self._admission.limit, 2**31 - 1),
+            waiting_streams=sum(s.rules.waiter is not None for s in self._sessions.values()),
+            refused={r.value: n for r, n in self._admission.refused.items()},
         )
 
     # -- carrying out decisions
@@ -519,6 +578,7 @@ class SessionManager:
 
     def _start(self, session: Session, stream: Stream) -> None:
         self._counters.started += 1
+        self._admission.started()
         self.observer.stream_started()
         stream.on_reader_done = partial(self._finished, session)
         stream.on_first_token = self.observer.first_token
@@ -757,6 +817,8 @@ class SessionManager:
         if session.streams.pop(stream.id, None) is None:
             return  # already released
         self._by_id.pop(stream.id, None)
+        if stream.started_at is not None:
+            self._admission.ended()
         if stream.lease_taken and stream.claim is not None:
             stream.lease_done.set()
             assert self._nursery is not None

@@ -188,7 +188,8 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
                 rest = [e async for e in a_events]
             assert outcome_of(rest[-2]) == "superseded"
             events = (await sim_client.get("/_sim/events")).json()
-            requests = [e for e in events if e["kind"] == "request"]
+            # The chats only: the model-list refresh (GET /api/tags) may come in between.
+            requests = [e for e in events if e["kind"] == "request" and e["path"] == "/api/chat"]
             first, second = requests[0]["conn"], requests[1]["conn"]
             closed = next(e for e in events if e["kind"] == "close" and e["conn"] == first)
             assert closed["by"] == "client"

@@ -77,7 +77,16 @@ async def test_models_and_health(client: httpx.AsyncClient) -> None:
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["jarvis-sim"]
     health = await client.get("/healthz")
-    assert health.json() == {"status": "ok", "backend": "sim", "sessions": 0, "live_streams": 0}
+    assert health.json() == {
+        "status": "ok",
+        "backend": "sim",
+        "sessions": 0,
+        "live_streams": 0,
+        "running_streams": 0,
+        "max_streams": 256,
+        "waiting_streams": 0,
+        "refused": {"full": 0, "shutting_down": 0},
+    }
 
 
 @deadline(30)

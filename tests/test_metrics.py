@@ -31,7 +31,9 @@ async def test_metrics_follow_a_supersede(server: RunningServer) -> None:
     async with server.client() as client, server.client() as other:
         before = await scrape(client)
         assert before["jarvis_live_streams"] == 0
-        assert before["jarvis_worker_threads_limit"] == 256
+        assert before["jarvis_worker_threads_limit"] == 256 + 16
+        assert before["jarvis_streams_limit"] == 256
+        assert before["jarvis_streams_running"] == 0
         assert before["jarvis_streams_ended_total{outcome=superseded}"] == 0
         async with client.stream("POST", CHAT, json=long, headers=headers) as a:
             events = sse_events(a)
@@ -40,6 +42,7 @@ async def test_metrics_follow_a_supersede(server: RunningServer) -> None:
             during = await scrape(other)
             assert during["jarvis_live_streams"] == 1
             assert during["jarvis_worker_threads_in_use"] == 1
+            assert during["jarvis_streams_running"] == 1
             b = await other.post(CHAT, json={"prompt": "hi", "max_tokens": 2}, headers=headers)
             assert b.status_code == 200
             [e async for e in events]

@@ -839,3 +839,31 @@ def test_a_tab_of_the_page_before_chats_were_kept_keeps_its_chat(server: str, pa
     assert session_of(page) == "web-oldtab"
     expect(page.get_by_test_id("chat-item")).to_have_attribute("data-session-id", "web-oldtab")
     expect(page.get_by_test_id("chat-open")).to_have_text("old prompt")
+
+
+@pytest.fixture
+def full_server() -> Iterator[str]:
+    yield from serve(JARVIS_MAX_STREAMS="1")
+
+
+def test_a_full_gateway_is_shown_on_the_answer_and_the_next_prompt_is_served(
+    full_server: str, page: Page
+) -> None:
+    """Another client holds the only slot: the page shows the gateway's own 429, not a
+    stream that never starts; once the slot is free its next prompt is served."""
+    page.goto(full_server)
+    body = {"prompt": LONG, "stream": True}
+    with (
+        httpx.Client(base_url=full_server, timeout=10) as holder,
+        holder.stream("POST", "/v1/chat/completions", json=body) as held,
+    ):
+        lines = held.iter_lines()  # kept: a dropped generator would close the stream
+        next(lines)
+        send(page, SHORT)
+        refused = answers(page).nth(0)
+        expect(refused).to_have_attribute("data-status", "error")
+        expect(refused.locator(".error")).to_contain_text("HTTP 429")
+        expect(refused.locator(".error")).to_contain_text("The gateway is full")
+        expect(refused.locator(".error")).to_contain_text("Try again in 1 s")
+    send(page, SHORT)
+    expect(answers(page).last).to_have_attribute("data-status", "done")

@@ -34,6 +34,7 @@ def choose_backend(settings: Settings, limiter: trio.CapacityLimiter) -> Backend
             limiter=limiter,
             default_model=settings.default_model,
             connect_timeout=settings.upstream_connect_timeout,
+            models_ttl=settings.models_ttl_seconds,
         )
     else:
         if not settings.upstream_url:
@@ -44,6 +45,7 @@ def choose_backend(settings: Settings, limiter: trio.CapacityLimiter) -> Backend
             limiter=limiter,
             default_model=settings.default_model,
             connect_timeout=settings.upstream_connect_timeout,
+            models_ttl=settings.models_ttl_seconds,
         )
     return backend
 

@@ -211,9 +211,12 @@ class Backend(Protocol):
         ...
 
     async def resolve_model(self, requested: str | None) -> str:
-        """The model to use for ``requested`` (``None``: the default).
+        """The model to use for ``requested`` (``None``: the default), asking nothing
+        upstream on the request path.
 
-        Raises :class:`jarvis_trio.errors.NotFound` for a model it does not serve.
+        ``""``: the default is not known yet; :meth:`generate` resolves it, inside the
+        stream, after its session has acted. Raises :class:`jarvis_trio.errors.NotFound`
+        for a model it does not serve.
         """
         ...
 

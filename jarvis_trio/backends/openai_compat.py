@@ -29,6 +29,7 @@ class OpenAICompatBackend(UpstreamBackend):
         limiter: trio.CapacityLimiter | None = None,
         default_model: str | None = None,
         connect_timeout: float = 5.0,
+        models_ttl: float = 60.0,
     ) -> None:
         super().__init__(
             url,
@@ -36,6 +37,7 @@ class OpenAICompatBackend(UpstreamBackend):
             default_model=default_model,
             connect_timeout=connect_timeout,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            models_ttl=models_ttl,
         )
 
     def chat_body(self, request: GenerationRequest) -> dict[str, Any]:

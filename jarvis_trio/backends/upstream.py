@@ -36,6 +36,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -54,6 +55,7 @@ from jarvis_trio.backends.base import (
     Sink,
     Usage,
 )
+from jarvis_trio.backends.model_cache import ModelCache
 from jarvis_trio.errors import (
     InvalidRequest,
     ServiceUnavailable,
@@ -226,11 +228,14 @@ class UpstreamBackend(ABC):
         default_model: str | None = None,
         connect_timeout: float = 5.0,
         headers: dict[str, str] | None = None,
+        models_ttl: float = 60.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.default_model = default_model
         self.limiter = limiter
         self._http = UpstreamHttp(self.url, connect_timeout=connect_timeout, headers=headers)
+        # For requests that name no model (the app runs its background refresh).
+        self.models = ModelCache(self.list_models, ttl=models_ttl)
 
     # -- the protocol
 
@@ -254,23 +259,32 @@ class UpstreamBackend(ABC):
         self.chat_body(request)
 
     async def list_models(self) -> list[ModelInfo]:
-        return await run_in_worker(self._models, limiter=self.limiter)
+        # trio's default limiter, not the streams': a short call that holds no stream slot.
+        models = await run_in_worker(self._models)
+        self.models.store(models)
+        return models
 
     async def resolve_model(self, requested: str | None) -> str:
+        """The model, with nothing asked upstream: named, configured, or the cached list's
+        first. ``""`` when no list is kept yet: :meth:`generate` resolves it then, inside
+        the stream, after its session has acted (a supersede goes first)."""
         if requested:
             return requested  # an unknown model is the upstream's 404, mapped before streaming
         if self.default_model:
             return self.default_model
-        models = await self.list_models()
-        if not models:
-            raise InvalidRequest(
-                f"No model was given and the model server at {self.url} lists none.",
-                param="model",
-                code="model_required",
-            )
-        return models[0].id
+        models = self.models.peek()
+        return models[0].id if models else ""
 
     async def generate(self, request: GenerationRequest, sink: Sink) -> GenerationResult:
+        if not request.model:
+            models = await self.models.get()
+            if not models:
+                raise InvalidRequest(
+                    f"No model was given and the model server at {self.url} lists none.",
+                    param="model",
+                    code="model_required",
+                )
+            request = replace(request, model=models[0].id)
         return await relay_from_worker(
             partial(self._chat, request, sink), sink, limiter=self.limiter
         )
@@ -320,7 +334,7 @@ class UpstreamBackend(ABC):
                 if piece is None:
                     continue
                 if not opened:  # the first answer, not just headers: it names the model
-                    trio.from_thread.run_sync(sink.opened, piece.model)
+                    trio.from_thread.run_sync(sink.opened, piece.model or request.model)
                     opened = True
                 if piece.output != "":
                     relay.put(piece.output)

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 from quart import Blueprint, Response, g, jsonify, request
 
-from jarvis_trio.app import admit, state
+from jarvis_trio.app import admit, refuse_if_full, state
 from jarvis_trio.backends.base import ModelInfo, Output
 from jarvis_trio.errors import ApiError, NotFound
 from jarvis_trio.ollama_api import models, ndjson
@@ -86,6 +86,7 @@ async def generate() -> Response:
 
 
 async def _answer(kind: ndjson.Kind, asked: ChatRequest | GenerateRequest) -> Response:
+    refuse_if_full()
     model = await _resolve(asked.model)
     writer = ndjson.Writer(kind, asked.model)  # Ollama echoes the name as asked
     if asked.loads_only:
