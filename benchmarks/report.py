@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.agent import AgentRound
 from benchmarks.handoff import Round
 from benchmarks.memory import MemoryResult
 from benchmarks.stats import Summary, percentile_counting_missing, ratio, summarize
@@ -35,6 +36,7 @@ class VariantResults:
     throughput: list[ThroughputPoint] = field(default_factory=list)
     storm: StormResult | None = None
     memory: MemoryResult | None = None
+    agent: list[AgentRound] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,27 @@ HANDOFF_ROWS: tuple[tuple[str, str, str, float], ...] = (
     ("Stop → upstream closed (ms)", "stop", "eof", 5.0),
     ("Client disconnect → upstream closed (ms)", "disconnect", "eof", 5.0),
 )
+
+
+# The agent's cancel budget (JARVIS_AGENT_CANCEL_TIMEOUT, the notes' 0.5 s); B may take
+# that plus the silent handoff's target.
+AGENT_ROWS: tuple[tuple[str, str, float], ...] = (
+    ("Supersede during a tool call → MCP server cancelled the call (ms)", "cancel", 500.0),
+    ("Supersede during a tool call: B's first token (ms)", "ttft", 515.0),
+)
+
+
+def _agent_rows(trio: VariantResults, asyncio: VariantResults) -> list[Row]:
+    if not trio.agent and not asyncio.agent:
+        return []
+
+    def values(v: VariantResults, what: str) -> list[float | None]:
+        return [r.cancel_ms if what == "cancel" else r.ttft_b_ms for r in v.agent]
+
+    return [
+        _latency_row(name, values(trio, what), values(asyncio, what), limit)
+        for name, what, limit in AGENT_ROWS
+    ]
 
 
 def _ttft_rows(trio: TtftResult | None, asyncio: TtftResult | None) -> list[Row]:
@@ -281,6 +304,7 @@ def comparison_rows(trio: VariantResults, asyncio: VariantResults) -> list[Row]:
     rows += _throughput_rows(trio, asyncio)
     rows += _storm_rows(trio.storm, asyncio.storm)
     rows += _memory_row(trio.memory, asyncio.memory)
+    rows += _agent_rows(trio, asyncio)
     return rows
 
 
@@ -433,19 +457,15 @@ def render_page(ctx: PageContext, trio: VariantResults, asyncio: VariantResults)
         "",
         render_table(rows),
         "",
-        "### Throughput and CPU per relayed token",
-        "",
-        throughput_table([trio, asyncio]),
-        "",
-        "### Storm",
-        "",
-        storm_table([trio, asyncio]),
-        "",
-        "### Memory",
-        "",
-        memory_table([trio, asyncio]),
-        "",
     ]
+    both = (trio, asyncio)
+    for heading, ran, table in (  # a phase that did not run gets no section
+        ("Throughput and CPU per relayed token", any(v.throughput for v in both), throughput_table),
+        ("Storm", any(v.storm for v in both), storm_table),
+        ("Memory", any(v.memory for v in both), memory_table),
+    ):
+        if ran:
+            parts += [f"### {heading}", "", table([trio, asyncio]), ""]
     if ctx.plots:
         parts += ["### Plots", ""]
         parts += [f"![{caption}]({path})" for caption, path in ctx.plots]

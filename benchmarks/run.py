@@ -9,7 +9,11 @@ variant's stuck threads never spill into the next measurement:
 2. time to first token against the simulator called directly (:mod:`benchmarks.ttft`);
 3. tokens/s and server CPU per token at each concurrency (:mod:`benchmarks.throughput`);
 4. a storm of requests over few sessions (:mod:`benchmarks.storm`);
-5. peak RSS with many concurrent streams (:mod:`benchmarks.memory`).
+5. peak RSS with many concurrent streams (:mod:`benchmarks.memory`);
+6. a supersede during an agent's slow MCP tool call (:mod:`benchmarks.agent`; its own
+   gateway with the embedded model and a benchmark MCP server, no simulator).
+
+``--phases agent`` (comma-separated names) runs only the phases named.
 
 ``--markdown FILE`` writes the results into FILE between its generated-part
 markers (hand-written text around them is kept); ``--plots DIR`` writes PNGs.
@@ -21,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +33,7 @@ from typing import Never
 
 from tqdm import tqdm
 
-from benchmarks import handoff, machine, memory, plots, report, storm, throughput, ttft
+from benchmarks import agent, handoff, machine, memory, plots, report, storm, throughput, ttft
 from benchmarks.report import VariantResults
 from benchmarks.stack import VARIANTS, open_stack, raise_fd_limit
 
@@ -53,17 +58,26 @@ class Profile:
     storm_settle: float  # s the server gets to clean up after the storm
     memory_streams: int
     memory_ramp: float  # s, at most, to get every stream its first token
+    agent_rounds: int
+    agent_timeout: float  # s per round, each wait included
 
-    def describe(self) -> str:
-        return (
-            f"`{self.name}`: handoff up to {self.handoff_rounds} rounds per upstream mode "
+    def describe(self, phases: Iterable[str] = ()) -> str:
+        """The profile's counts, of the phases named (all when none are)."""
+        wanted = set(phases) or set(PHASES)
+        parts = {
+            "handoff": f"handoff up to {self.handoff_rounds} rounds per upstream mode "
             f"({self.round_timeout:g} s per round, a mode stops after {self.give_up_after} "
-            f"rounds in a row without a B), {self.ttft_rounds} TTFT rounds, throughput at "
-            f"{', '.join(map(str, self.concurrency))} streams ({self.window:g} s windows "
-            f"after up to {self.warmup:g} s of warm-up), a storm of {self.storm_requests} "
-            f"requests over {self.storm_sessions} sessions, {self.memory_streams:,} streams "
-            "for the memory peak"
-        )
+            "rounds in a row without a B)",
+            "ttft": f"{self.ttft_rounds} TTFT rounds",
+            "throughput": f"throughput at {', '.join(map(str, self.concurrency))} streams "
+            f"({self.window:g} s windows after up to {self.warmup:g} s of warm-up)",
+            "storm": f"a storm of {self.storm_requests} requests over "
+            f"{self.storm_sessions} sessions",
+            "memory": f"{self.memory_streams:,} streams for the memory peak",
+            "agent": f"{self.agent_rounds} agent rounds ({self.agent_timeout:g} s per round, "
+            f"a variant stops after {self.give_up_after} rounds in a row without a B)",
+        }
+        return f"`{self.name}`: " + ", ".join(v for k, v in parts.items() if k in wanted)
 
 
 PROFILES = {
@@ -82,6 +96,8 @@ PROFILES = {
         storm_settle=11.0,
         memory_streams=300,
         memory_ramp=30.0,
+        agent_rounds=10,
+        agent_timeout=5.0,
     ),
     "full": Profile(
         name="full",
@@ -98,6 +114,8 @@ PROFILES = {
         storm_settle=12.0,
         memory_streams=1000,
         memory_ramp=60.0,
+        agent_rounds=100,
+        agent_timeout=5.0,
     ),
 }
 
@@ -205,10 +223,20 @@ def run_variant(variant: str, profile: Profile, phases: set[str]) -> VariantResu
             results.memory = memory.measure_memory(
                 stack, profile.memory_streams, ramp=profile.memory_ramp, on_sample=bar.show
             )
+    if "agent" in phases:
+        with Bar(f"{variant} agent", profile.agent_rounds, "round") as bar:
+            results.agent = agent.measure_agent(
+                variant,
+                profile.agent_rounds,
+                profile.agent_timeout,
+                profile.give_up_after,
+                stop_grace=stop_grace,
+                on_round=bar,
+            )
     return results
 
 
-PHASES = ("handoff", "ttft", "throughput", "storm", "memory")
+PHASES = ("handoff", "ttft", "throughput", "storm", "memory", "agent")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = report.PageContext(
         title=f"Results ({profile.name} run)",
         when=when,
-        profile=profile.describe(),
+        profile=profile.describe(phases),
         machine=machine_rows,
         plots=plot_rows,
         elapsed_s=elapsed,

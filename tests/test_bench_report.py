@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.agent import AgentRound
 from benchmarks.handoff import Round
 from benchmarks.load import TOKEN_MARK, TokenCounter
 from benchmarks.machine import cpu_model, load_warning
@@ -223,6 +224,35 @@ def test_rows_compare_both_variants_and_judge_trio_against_its_targets() -> None
     assert rows["Storm: server threads before → after"].trio == "2 → 1"
     memory = rows["Peak RSS at 1,000 concurrent streams (MiB)"]
     assert (memory.trio, memory.ratio) == ("160.0 (1000 of 1000 served)", "2.00")
+
+
+def test_agent_rows_read_the_cancel_and_bs_first_token_of_each_variant() -> None:
+    trio, asyncio = _results()
+    assert not any(
+        r.measure.startswith("Supersede during a tool call") for r in comparison_rows(trio, asyncio)
+    )  # not run: no rows
+    trio.agent = [AgentRound(cancel_ms=6.0, ttft_b_ms=20.0)] * 10
+    asyncio.agent = [AgentRound(cancel_ms=9.0, ttft_b_ms=None)] * 2
+    rows = {r.measure: r for r in comparison_rows(trio, asyncio)}
+    cancel = rows["Supersede during a tool call → MCP server cancelled the call (ms)"]
+    assert (cancel.trio, cancel.asyncio, cancel.ratio) == (
+        "p50 6.0 / p99 6.0 / max 6.0",
+        "p50 9.0 / p99 9.0 / max 9.0",
+        "0.67",
+    )
+    assert (cancel.target, cancel.verdict) == ("p99 ≤ 500 ms", "pass")
+    first = rows["Supersede during a tool call: B's first token (ms)"]
+    assert (first.asyncio, first.target, first.verdict) == (
+        "never (2 of 2)",
+        "p99 ≤ 515 ms",
+        "pass",
+    )
+    # Only the agent phase ran: the page has no empty sections of the others.
+    ctx = PageContext("Results", "now", "quick", [("cores", "2")], [], 1.0)
+    page = render_page(ctx, VariantResults("trio", agent=trio.agent), VariantResults("asyncio"))
+    assert "Supersede during a tool call" in page
+    assert not any(h in page for h in ("### Throughput", "### Storm", "### Memory"))
+    assert "### Storm" in render_page(ctx, trio, asyncio)
 
 
 def test_verdict_summary_names_the_misses() -> None:

@@ -24,7 +24,10 @@ socket shutdown, no latest-wins.
 Modules: :mod:`.registry` (the notes' ``StreamRegistry``), :mod:`.streams` (the
 notes' generator: register, read, ``finally``), :mod:`.backends` (blocking
 readers for ``asyncio.to_thread``), :mod:`.app` (FastAPI), :mod:`.server`
-(uvicorn on a socket we bind).
+(uvicorn on a socket we bind), and for agent mode (``--mcp-config``, requests with
+``"jarvis": {"agent": true}``) :mod:`.agent` (what the agent task runs) and
+:mod:`.tools` (the ``mcp`` SDK's stdio client, one session per server, started in
+the app's lifespan).
 
 Faithful to the notes
 ---------------------
@@ -34,8 +37,10 @@ Faithful to the notes
   then registers.
 * Ollama is read with a blocking ``httpx.Client`` stream in ``asyncio.to_thread``;
   the thread checks the flag between lines.
-* The generator's ``finally`` cancels the agent task (0.5 s), pops the entry,
-  clears the flag, logs ``stream_end``.
+* The generator's ``finally`` cancels the agent task and waits 0.5 s for it
+  (``agent_timeout_on_cancel`` after that), pops the entry, clears the flag, logs
+  ``stream_end``. In agent mode the agent task runs the MCP tool calls the embedded
+  model's planner picks, then answers with their results (one step).
 
 What that design does (measured by ``tests/test_asyncio_variant.py``)
 --------------------------------------------------------------------

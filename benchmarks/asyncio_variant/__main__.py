@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="pace of the sim backend (env JARVIS_SIM_TOKENS_PER_SECOND, default 20)",
     )
+    parser.add_argument(
+        "--mcp-config", help="MCP servers for agent mode (env JARVIS_MCP_CONFIG; stdio only)"
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["logfmt", "json"])
     return parser
@@ -78,9 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend,
         registry=StreamRegistry(settings.prev_stream_timeout),
         inactivity_seconds=settings.stream_inactivity_seconds,
+        mcp_config=settings.mcp_config,
     )
     try:
-        serve(app, settings.host, settings.port, backend=backend.name)
+        serve(
+            app,
+            settings.host,
+            settings.port,
+            backend=backend.name,
+            lifespan=settings.mcp_config is not None,
+        )
     finally:
         backend.close()
     return 0

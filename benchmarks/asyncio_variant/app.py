@@ -27,6 +27,7 @@ Where the notes' design makes it differ from ours:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 
@@ -35,9 +36,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from benchmarks.asyncio_variant.agent import agent_unavailable
 from benchmarks.asyncio_variant.backends import ThreadBackend
 from benchmarks.asyncio_variant.registry import StreamRegistry
 from benchmarks.asyncio_variant.streams import StreamRun
+from benchmarks.asyncio_variant.tools import ToolHost, open_tool_host
 from jarvis_trio import logs
 from jarvis_trio.auth import ANONYMOUS
 from jarvis_trio.errors import ApiError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
@@ -51,9 +54,23 @@ def create_app(
     *,
     registry: StreamRegistry | None = None,
     inactivity_seconds: float = 120.0,
+    mcp_config: str | None = None,
 ) -> ASGIApp:
+    """With ``mcp_config``, the MCP servers start in the app's lifespan (serve it
+    with lifespan on) and ``"jarvis": {"agent": true}`` requests may use their tools."""
     registry = registry or StreamRegistry()
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    tools: list[ToolHost] = []  # the host, once the lifespan has started it
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if mcp_config is None:
+            yield
+            return
+        async with open_tool_host(mcp_config) as host:
+            tools.append(host)
+            yield
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     _register_error_handlers(app)
 
     @app.get("/healthz")
@@ -102,13 +119,17 @@ def create_app(
         session_id = _header_id(request, "X-Session-Id")
         # As ours: the upstream trace header says owner/session (no keys: anonymous).
         trace = f"{ANONYMOUS}/{session_id}" if session_id is not None else None
+        agent = chat.wants_agent(False)
+        if agent and not tools:
+            raise agent_unavailable()
         run = StreamRun(
             registry=registry,
             backend=backend,
-            job=chat.to_generation(model, trace_session=trace),
+            job=chat.to_generation(model, trace_session=trace, agent=agent),
             session_id=session_id,
             request_id=request.state.request_id,
             inactivity_seconds=inactivity_seconds,
+            tools=tools[0] if agent else None,
         )
         headers = {"X-Stream-Id": run.id}
         if session_id is not None:

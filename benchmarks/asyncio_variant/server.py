@@ -26,8 +26,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: ASGIApp, host: str, port: int, *, backend: str) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's signal handling)."""
+def serve(app: ASGIApp, host: str, port: int, *, backend: str, lifespan: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn's signal handling); ``lifespan``: run the
+    app's startup (the MCP servers of agent mode) before listening."""
     sock = bind(host, port)
     address, bound_port = sock.getsockname()[:2]
     url = f"http://{f'[{address}]' if ':' in address else address}:{bound_port}"
@@ -36,7 +37,7 @@ def serve(app: ASGIApp, host: str, port: int, *, backend: str) -> None:
         loop="asyncio",
         http="h11",
         ws="none",
-        lifespan="off",
+        lifespan="on" if lifespan else "off",
         access_log=False,
         log_config=None,  # uvicorn's messages go through our handler (jarvis_trio.logs)
     )

@@ -33,6 +33,8 @@ Known weaknesses (kept on purpose: this is the baseline)
   request and its executor thread.
 * A client disconnect cancels the task but sets no flag at all.
 * The queue is unbounded: a client that stops reading is buffered without limit.
+* An agent request's task (:mod:`.agent`) runs MCP tool calls; after the 0.5 s
+  wait a call still running is left to itself (nothing else ends it).
 * One timeout, ``JARVIS_STREAM_INACTIVITY_SECONDS`` (the notes' 120 s), on every
   wait for the next piece, the first one included; the thread is not told.
 """
@@ -41,13 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from benchmarks.asyncio_variant.agent import run_agent
 from benchmarks.asyncio_variant.backends import Emit, ReadCancelled, ThreadBackend
 from benchmarks.asyncio_variant.registry import StreamEntry, StreamRegistry
+from benchmarks.asyncio_variant.tools import ToolHost
 from jarvis_trio import logs
 from jarvis_trio.backends.base import GenerationRequest
 from jarvis_trio.errors import ApiError, ServerError, UpstreamTimeout
@@ -80,6 +85,7 @@ class StreamRun:
         session_id: str | None,
         request_id: str,
         inactivity_seconds: float,
+        tools: ToolHost | None = None,
     ) -> None:
         self.id = new_stream_id()
         self.created = int(time.time())
@@ -89,6 +95,7 @@ class StreamRun:
         self.session_id = session_id
         self.request_id = request_id
         self.inactivity_seconds = inactivity_seconds
+        self.tools = tools  # set for an agent request (agent mode: .agent)
         self.tokens = 0
 
     async def events(self) -> AsyncIterator[str | Ending]:
@@ -133,11 +140,25 @@ class StreamRun:
                 ending = Ending.cancelled(entry.reason)
             yield ending
         finally:
-            # The notes' finally: cancel agent_task, pop registry, clear flag.
+            # The notes' finally: cancel agent_task, pop registry, clear flag. The
+            # shield keeps wait_for's timeout from cancelling (and waiting) again:
+            # 0.5 s, then the task is left to itself.
             if agent_task is not None:
-                agent_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(agent_task, AGENT_CANCEL_TIMEOUT)
+                cancelled_at = loop.time()
+                running = agent_task.cancel()  # False: it had ended
+                try:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(agent_task), AGENT_CANCEL_TIMEOUT)
+                except TimeoutError:
+                    logs.event(
+                        "agent_timeout_on_cancel",
+                        level=logging.WARNING,
+                        trace=self.id,
+                        budget_ms=AGENT_CANCEL_TIMEOUT * 1000,
+                    )
+                if running and self.tools is not None:
+                    join_ms = round((loop.time() - cancelled_at) * 1000, 1)
+                    logs.event("agent_cancelled", trace=self.id, join_ms=join_ms)
             if started_at is not None:
                 await self.registry.pop(self.id)
                 entry.cancelled.clear()
@@ -172,7 +193,12 @@ class StreamRun:
         emit: Emit,
     ) -> None:
         try:
-            result = await asyncio.to_thread(self.backend.read, self.job, entry.cancelled, emit)
+            if self.tools is not None:
+                result = await run_agent(
+                    self.tools, self.backend, self.job, entry.cancelled, emit, trace=self.id
+                )
+            else:
+                result = await asyncio.to_thread(self.backend.read, self.job, entry.cancelled, emit)
         except ReadCancelled:
             # The thread saw the flag: the stream was cancelled (and normally the
             # generator knows already; this covers a cancel it did not see).
