@@ -64,6 +64,20 @@ class CancelNotes(Protocol):
     def cancel_label(self) -> str | None: ...
 
 
+@runtime_checkable
+class Deadlines(Protocol):
+    """A stream's timeouts, which an agent run moves while it works on purpose."""
+
+    def touch(self) -> None:
+        """Output is being made: the inactivity timeout starts again."""
+
+    def expect_first_token(self) -> None:
+        """A new model call: the (longer) first-token timeout applies until it speaks."""
+
+    def allow(self, seconds: float) -> None:
+        """Quiet on purpose for up to ``seconds`` (tool calls): not a stalled stream."""
+
+
 class AgentBackend:
     """A backend that runs agent requests as agent runs and passes the rest through."""
 
@@ -107,7 +121,7 @@ class _StepSink:
     def __init__(self, sink: Sink, opened: bool) -> None:
         self.sink = sink
         self.was_opened = opened
-        self.held: list[Output] = []
+        self.pieces: list[Output] = []  # the model's whole turn, for its history
 
     def opened(self, model: str | None = None) -> None:
         if not self.was_opened:
@@ -115,13 +129,15 @@ class _StepSink:
             self.sink.opened(model)
 
     async def send(self, piece: Output) -> None:
+        self.pieces.append(piece)
         if isinstance(piece, str) or "tool_calls" not in piece.fields:
             await self.sink.send(piece)
             return
-        self.held.append(piece)
         rest = {k: v for k, v in piece.fields.items() if k != "tool_calls"}
         if piece.content or rest or piece.logprobs:
             await self.sink.send(Delta(piece.content, rest, piece.logprobs, piece.extra))
+        elif isinstance(self.sink, Deadlines):
+            self.sink.touch()  # the model is still writing its call: not inactive
 
 
 class AgentRun:
@@ -131,6 +147,7 @@ class AgentRun:
         self.sink = sink
         self.trace = sink.id if isinstance(sink, CancelNotes) else None
         self.opened = False
+        self.busy_until: float | None = None  # while tool calls run (trio time)
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -146,22 +163,31 @@ class AgentRun:
         turns: list[ChatTurn] = []
         raw: list[dict[str, Any]] = []
         client_tools = self.request.tools
+        client_names = [t["function"]["name"] for t in client_tools]
+        deadlines = self.sink if isinstance(self.sink, Deadlines) else None
         for step in range(1, self.agent.max_steps + 1):
             last = step == self.agent.max_steps
             server_tools = [] if last else host.openai_tools()  # the last step must answer
             tools = agent_turns.offered_tools(client_tools, server_tools)
             request = agent_turns.step_request(self.request, tools=tools, turns=turns, raw=raw)
             logs.event("agent_step", trace=self.trace, step=step, tools=len(server_tools))
+            if deadlines is not None and step > 1:
+                deadlines.expect_first_token()  # a longer prompt to read: as at the start
             step_sink = _StepSink(self.sink, self.opened)
             result = await self.agent.inner.generate(request, step_sink)
             self.opened = step_sink.was_opened
             self.prompt_tokens += result.usage.prompt_tokens
             self.completion_tokens += result.usage.completion_tokens
-            message, _ = assemble(step_sink.held)
-            calls = agent_turns.split_calls(message, (t["function"]["name"] for t in server_tools))
-            if calls.client or not calls.server:
+            message, _ = assemble(step_sink.pieces)
+            calls = agent_turns.split_calls(message, client_names)
+            if calls.client or not calls.server or last:
+                if calls.server:  # said, never dropped in silence
+                    reason = "client_tools_called" if calls.client else "max_steps"
+                    await self._progress(agent_turns.skipped_event(step, calls.server, reason))
                 await self._hand_over(calls.client)
                 finish: FinishReason = "tool_calls" if calls.client else result.finish_reason
+                if finish == "tool_calls" and not calls.client:
+                    finish = "stop"
                 return self._result(result, finish)
             text = str(message.get("content") or "")  # already streamed to the client
             turn, turn_raw = agent_turns.assistant_turn(text, calls.server)
@@ -173,11 +199,15 @@ class AgentRun:
                 turn, turn_raw = agent_turns.tool_turn(call, answer)
                 turns.append(turn)
                 raw.append(turn_raw)
-        raise AssertionError("the last step offers no server tools, so it returns")
+        raise AssertionError("the last step always returns")
 
     async def _run_calls(self, step: int, calls: tuple[ToolCall, ...]) -> list[str]:
         """Run the calls concurrently, in the run's nursery; what each tells the model."""
         answers = [""] * len(calls)
+        # Quiet on purpose until the calls end: no inactivity timeout meanwhile (each
+        # progress chunk would otherwise bring it back).
+        self.busy_until = trio.current_time() + self.agent.host.tool_timeout
+        self.busy_until += self.agent.cancel_timeout + 1.0
 
         async def one(i: int, call: ToolCall) -> None:
             await self._progress(agent_turns.started_event(step, call))
@@ -201,6 +231,8 @@ class AgentRun:
             if group.split(trio.Cancelled)[1] is None:
                 await trio.lowlevel.checkpoint()  # raises the pending Cancelled
             raise
+        finally:
+            self.busy_until = None
         return answers
 
     async def _hand_over(self, calls: tuple[ToolCall, ...]) -> None:
@@ -219,6 +251,8 @@ class AgentRun:
             self.opened = True
             self.sink.opened(None)
         await self.sink.send(Delta(extra={"jarvis": {"agent": event}}))
+        if self.busy_until is not None and isinstance(self.sink, Deadlines):
+            self.sink.allow(self.busy_until - trio.current_time())
 
     def _result(self, last: GenerationResult, finish: FinishReason) -> GenerationResult:
         usage = Usage(self.prompt_tokens, self.completion_tokens)

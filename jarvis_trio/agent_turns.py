@@ -9,6 +9,7 @@ runs, and build the next model request from the last one.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -38,23 +39,25 @@ def offered_tools(
     ]
 
 
-def split_calls(message: Mapping[str, Any], server_names: Iterable[str]) -> Calls:
+def split_calls(message: Mapping[str, Any], client_names: Iterable[str]) -> Calls:
     """The calls of an assembled assistant ``message`` (see :func:`jarvis_trio.wire.assemble`).
 
-    A name the client offered as its own is the client's, even where a server has a
-    tool of that name: the client's tools shadow the servers'.
+    A call of a tool the client offered is the client's, even where a server has a
+    tool of that name: the client's tools shadow the servers'. Every other call is
+    the gateway's to run; a name no server has comes back to the model as an
+    ``unknown_tool`` error, never to a client that did not offer it.
     """
-    names = set(server_names)
+    names = set(client_names)
     server: list[ToolCall] = []
     client: list[ToolCall] = []
     for raw in message.get("tool_calls") or ():
         function = raw.get("function") or {}
         call = ToolCall(
-            str(raw.get("id") or ""),
+            str(raw.get("id") or "call_" + secrets.token_hex(12)),
             str(function.get("name") or ""),
             str(function.get("arguments") or ""),
         )
-        (server if call.name in names else client).append(call)
+        (client if call.name in names else server).append(call)
     return Calls(tuple(server), tuple(client))
 
 
@@ -76,8 +79,14 @@ def step_request(
     turns: Sequence[ChatTurn] = (),
     raw: Sequence[Mapping[str, Any]] = (),
 ) -> GenerationRequest:
-    """``request`` with ``turns`` (and their OpenAI form ``raw``) appended, offering ``tools``."""
+    """``request`` with ``turns`` (and their OpenAI form ``raw``) appended, offering ``tools``.
+
+    The client's ``tool_choice`` applies to the first model call only: forced on every
+    round, a model could never answer in text.
+    """
     options = dict(request.options)
+    if turns:
+        options.pop("tool_choice", None)
     if tools:
         options["tools"] = [dict(t) for t in tools]
     else:
@@ -111,6 +120,17 @@ def assistant_turn(text: str, calls: Sequence[ToolCall]) -> tuple[ChatTurn, dict
 def tool_turn(call: ToolCall, text: str) -> tuple[ChatTurn, dict[str, Any]]:
     raw = {"role": "tool", "tool_call_id": call.id, "content": text}
     return ChatTurn("tool", text, tool_call_id=call.id, name=call.name), raw
+
+
+def skipped_event(step: int, calls: Sequence[ToolCall], reason: str) -> dict[str, Any]:
+    """Server tool calls the gateway did not run (the answer ends with the client's
+    calls, or the round limit was reached)."""
+    return {
+        "event": "tool_calls_skipped",
+        "step": step,
+        "reason": reason,
+        "calls": [{"id": c.id, "name": c.name} for c in calls],
+    }
 
 
 def started_event(step: int, call: ToolCall) -> dict[str, Any]:

@@ -458,7 +458,9 @@ def _register_routes(app: QuartTrio) -> None:
         agent = chat.wants_agent(st.settings.agent_default)
         if agent and not isinstance(st.backend, AgentBackend):
             raise agent_unavailable()
-        stream, headers = await admit(chat.to_generation(model, agent=agent), streaming=chat.stream)
+        stream, headers = await admit(
+            chat.to_generation(model, agent=agent), streaming=bool(chat.stream)
+        )
         answered = stream.answered_model or model
         fmt = ChunkFormat(
             stream.id,

@@ -265,6 +265,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _agent_default_needs_tools(self) -> Settings:
+        if self.agent_default and self.mcp_config is None and not self.demo_tools:
+            raise ValueError(
+                "JARVIS_AGENT_DEFAULT=true needs tools (JARVIS_MCP_CONFIG or "
+                "JARVIS_DEMO_TOOLS): every chat request would be refused."
+            )
+        return self
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

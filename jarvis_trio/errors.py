@@ -185,7 +185,20 @@ def upstream_status_error(status: int, message: str, *, model: str, url: str) ->
             code="model_not_found",
         )
     if status in (401, 403):
-        return UpstreamError(f"The model server at {url} refused our credentials: {message}")
+        refused = UpstreamError(
+            f"The model server at {url} refused our credentials: {message}",
+            code="upstream_auth",
+        )
+        refused.retryable = False  # the same credentials are refused again
+        return refused
+    if status == 429:
+        return TooManyRequests(
+            f"The model server at {url} is busy (HTTP 429): {message}", code="upstream_busy"
+        )
+    if status == 408:
+        return UpstreamTimeout(
+            f"The model server at {url} timed out (HTTP 408): {message}", code="upstream_timeout"
+        )
     if 400 <= status < 500:
         return InvalidRequest(f"The model server refused the request: {message}")
     return UpstreamError(f"The model server at {url} failed (HTTP {status}): {message}")

@@ -238,7 +238,7 @@ class ChatCompletionRequest(BaseModel):
     model: Annotated[str, Field(max_length=256)] | None = None
     messages: Annotated[list[Message], Field(min_length=1, max_length=10_000)] | None = None
     prompt: str | None = None
-    stream: bool = False
+    stream: bool | None = False  # null: as absent
     stream_options: StreamOptions | None = None
     max_tokens: TokenCount | None = None
     max_completion_tokens: TokenCount | None = None
@@ -246,7 +246,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: Probability | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: Literal[1] = 1
+    n: Literal[1] | None = 1
     tools: Annotated[list[ToolDef], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -289,7 +289,9 @@ class ChatCompletionRequest(BaseModel):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of 'messages' or the shorthand 'prompt'")
         if self.stream_options is not None and not self.stream:
-            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+            raise FieldError(
+                "stream_options", "it is only allowed when 'stream' is true", code="value_error"
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise FieldError("top_logprobs", "'top_logprobs' needs 'logprobs': true")
         if isinstance(self.tool_choice, NamedToolChoice):
@@ -443,15 +445,27 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
 class FieldError(ValueError):
     """A rule across fields, naming the field at fault (the ``param`` of the 400)."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, *, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 # Where pydantic's location names a union member rather than a field: the tag of a
 # tagged union (``messages.0.user.content``) or a member's type (``content.str``).
 _TAGS = frozenset(
-    ("system", "developer", "user", "assistant", "tool", "text", "json_object", "json_schema")
+    (
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "text",
+        "json_object",
+        "json_schema",
+        "image_url",
+        "refusal",
+    )
 )
 
 
@@ -461,7 +475,9 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
         previous = loc[i - 1] if i else None
         is_tag = part in _TAGS and (isinstance(previous, int) or previous == "response_format")
         is_member = isinstance(part, str) and (
-            "[" in part or part in ("str", "int", "float", "bool", "dict", "list", "none")
+            "[" in part
+            or part in ("str", "int", "float", "bool", "dict", "list", "none")
+            or part[:1].isupper()  # a model class of a union: NamedToolChoice
         )
         if not (is_tag or is_member):
             parts.append(str(part))
@@ -476,7 +492,7 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     first = next(e for e in errors if _param(e["loc"]) == _param(first["loc"]))
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        return InvalidRequest(f"{cause.param}: {cause}", param=cause.param, code="invalid_value")
+        return InvalidRequest(f"{cause.param}: {cause}", param=cause.param, code=cause.code)
     param = _param(first["loc"])
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         tag = str((first.get("ctx") or {}).get("discriminator", "")).strip("'")

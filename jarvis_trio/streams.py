@@ -124,9 +124,10 @@ class Stream:
             # The reader detached while we waited for room: the log still gets it.
             self.blocked_on_reader = False
         self.log.append(text)
-        self.tokens += 1
+        if isinstance(text, str) or text.content or text.fields:
+            self.tokens += 1  # the model's output; an agent's progress chunk is not
         now = trio.current_time()
-        self.scope.deadline = now + self.inactivity_seconds
+        self.touch()
         if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
             self.on_first_token(now - self.started_at)
 
@@ -227,6 +228,20 @@ class Stream:
             return Ending.cancelled(self.cancel_reason, self.partial_usage())
         assert self.ending is not None, "batches() ended before the stream did"
         return self.ending
+
+    # -- deadlines an agent run moves (jarvis_trio.agent.Deadlines)
+
+    def touch(self) -> None:
+        """Output is being made: the inactivity timeout starts again."""
+        self.scope.deadline = trio.current_time() + self.inactivity_seconds
+
+    def expect_first_token(self) -> None:
+        """Another model call: it may take the first-token timeout before it speaks."""
+        self.scope.deadline = trio.current_time() + self.first_token_seconds
+
+    def allow(self, seconds: float) -> None:
+        """Quiet on purpose (tool calls) for up to ``seconds``: no inactivity timeout."""
+        self.scope.deadline = max(self.scope.deadline, trio.current_time() + seconds)
 
     @property
     def cancel_label(self) -> str | None:

@@ -173,8 +173,13 @@ def _merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[Any]) -> No
     for delta in deltas:
         if not isinstance(delta, dict):
             continue
-        index = delta.get("index", len(calls))
-        index = index if isinstance(index, int) else len(calls)
+        index = delta.get("index")
+        if not isinstance(index, int):
+            # Some servers omit the index: a fragment continues the last call unless it
+            # brings an id of its own, which starts the next one.
+            last = max(calls, default=-1)
+            new_call = last < 0 or (delta.get("id") and delta["id"] != calls[last]["id"])
+            index = last + 1 if new_call else last
         call = calls.setdefault(
             index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
         )

@@ -19,6 +19,21 @@ import trio
 from jarvis_trio.testing import redis_argv
 
 P = ParamSpec("P")
+
+# A client's tool, as the official SDKs send it; the embedded model calls it when a
+# prompt says ``use add {"a": 2, "b": 3}``.
+ADD: Any = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+            "required": ["a", "b"],
+        },
+    },
+}
 T = TypeVar("T")
 
 

@@ -289,3 +289,55 @@ async def test_sigterm_with_an_agent_run_in_flight_leaves_no_mcp_process(tmp_pat
         for entry in read_log(log)[:1]:
             if alive(entry["pid"]):
                 os.kill(entry["pid"], signal.SIGKILL)
+
+
+@deadline(30)
+async def test_a_client_tool_shadows_a_server_tool_of_the_same_name(
+    start_server: StartServer, tmp_path: Path, log: Path
+) -> None:
+    """The client's own tool runs at the client, never at an MCP server with the
+    gateway's privileges."""
+    server = await agent_server(start_server, tmp_path, log)
+    echo = {"type": "function", "function": {"name": "echo", "parameters": {}}}
+    async with (
+        server.client() as client,
+        client.stream("POST", CHAT, json=ask('use echo {"text": "mine"}', tools=[echo])) as r,
+    ):
+        events = await read_all_events(r)
+    assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not progress(events)
+    assert not [e for e in read_log(log) if e["event"] == "call"]
+
+
+@deadline(30)
+async def test_server_calls_beside_client_calls_are_said_not_dropped(
+    start_server: StartServer, tmp_path: Path, log: Path
+) -> None:
+    server = await agent_server(start_server, tmp_path, log)
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    prompt = 'use echo {"text": "x"} and weather'
+    async with (
+        server.client() as client,
+        client.stream("POST", CHAT, json=ask(prompt, tools=[weather])) as r,
+    ):
+        events = await read_all_events(r)
+    skipped = progress(events)
+    assert [s["event"] for s in skipped] == ["tool_calls_skipped"]
+    assert skipped[0]["reason"] == "client_tools_called"
+    assert [c["name"] for c in skipped[0]["calls"]] == ["echo"]
+    assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@deadline(30)
+async def test_a_tool_call_longer_than_the_inactivity_timeout_is_not_inactivity(
+    start_server: StartServer, tmp_path: Path, log: Path
+) -> None:
+    """Quiet on purpose: the run holds off the inactivity timeout while its tools run,
+    parallel calls included (each progress chunk would bring it back)."""
+    server = await agent_server(start_server, tmp_path, log, stream_inactivity_seconds=0.5)
+    prompt = 'use slow {"seconds": 1.5} and echo {"text": "first"}'
+    async with server.client() as client, client.stream("POST", CHAT, json=ask(prompt)) as r:
+        events = await read_all_events(r)
+    assert [s["outcome"] for s in progress(events) if "outcome" in s] == ["ok", "ok"]
+    assert "slow returned slept 1.5" in text_of(events)
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"

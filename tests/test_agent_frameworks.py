@@ -13,24 +13,12 @@ import pydantic
 import trio
 
 from tests.conftest import RunningServer
-from tests.helpers import deadline
+from tests.helpers import ADD, deadline
 
 # LiteLLM fetches its model price list from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 MODEL = "jarvis-sim"
-ADD: Any = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two numbers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 ASK_ADD = 'use add {"a": 2, "b": 3}'
 
 

@@ -26,24 +26,11 @@ from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.fake_openai import FakeOpenAI, serve_fake_openai
-from tests.helpers import deadline, eventually, open_server_process, sse_events
+from tests.helpers import ADD, deadline, eventually, open_server_process, sse_events
 
 MODEL = "jarvis-sim"
 LONG = "Long essay about AI"
 T = TypeVar("T")
-
-ADD: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two numbers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 
 
 def client(server: RunningServer, **headers: str) -> ollama.Client:

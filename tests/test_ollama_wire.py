@@ -152,3 +152,12 @@ def test_tool_calls_thinking_and_logprobs_come_back_in_openais_names() -> None:
 def test_a_plain_line_stays_a_plain_string() -> None:
     piece = ChatLines()(b'{"message":{"role":"assistant","content":"Hi"},"done":false}')
     assert piece is not None and piece.output == "Hi"
+
+
+def test_an_upstreams_status_keeps_its_meaning_and_its_retry_rule() -> None:
+    busy = upstream_status_error(429, "slow down", model="m", url="u")
+    assert (busy.status, busy.should_retry) == (429, True)
+    refused = upstream_status_error(401, "bad key", model="m", url="u")
+    assert (refused.status, refused.code, refused.should_retry) == (502, "upstream_auth", False)
+    timed_out = upstream_status_error(408, "", model="m", url="u")
+    assert (timed_out.status, timed_out.should_retry) == (504, True)

@@ -16,21 +16,9 @@ from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer
 from tests.fakes import FakeBackend
-from tests.helpers import deadline
+from tests.helpers import ADD, deadline
 
 MODEL = "jarvis-sim"
-ADD: Any = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two numbers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 # A 1x1 PNG, as a client would attach a screenshot.
 PNG = base64.b64encode(
     bytes.fromhex(

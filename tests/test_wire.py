@@ -189,3 +189,22 @@ def test_a_model_name_holding_the_template_marker_cannot_break_the_template() ->
     fmt = ChunkFormat("chatcmpl-1", "\x00content\x00", 1)
     chunk = events(fmt.content("hi"))[0]
     assert chunk["model"] == "\x00content\x00" and chunk["choices"][0]["delta"] == {"content": "hi"}
+
+
+def test_tool_call_deltas_without_an_index_continue_the_last_call() -> None:
+    """Some servers omit ``index``: a new id starts a call, a fragment continues one."""
+
+    def frag(**kw: Any) -> Delta:
+        return Delta(fields={"tool_calls": [kw]})
+
+    message, _ = assemble(
+        [
+            frag(id="a", type="function", function={"name": "add", "arguments": '{"a"'}),
+            frag(function={"arguments": ": 1}"}),
+            frag(id="b", type="function", function={"name": "now", "arguments": "{}"}),
+        ]
+    )
+    assert [(c["id"], c["function"]) for c in message["tool_calls"]] == [
+        ("a", {"name": "add", "arguments": '{"a": 1}'}),
+        ("b", {"name": "now", "arguments": "{}"}),
+    ]

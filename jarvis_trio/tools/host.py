@@ -17,6 +17,7 @@ A sketch of its use (the agent loop runs the calls in its own nursery)::
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -40,6 +41,35 @@ class ToolObserver(Protocol):
 
 SEPARATOR = "__"
 """Between a server's name and a tool's where two servers have a tool of the same name."""
+
+
+_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+MAX_NAME = 64  # OpenAI's limit for a function name
+
+
+def offered_names(tools: list[tuple[str, str]]) -> list[str]:
+    """The names (server, MCP name) pairs are offered under, in order. Pure.
+
+    A tool keeps its MCP name unless another server has one of the same name: then
+    both are ``<server>__<name>``. Characters OpenAI's function names cannot have
+    (``^[a-zA-Z0-9_-]{1,64}$``) become ``_``, names are cut at 64 characters, and a
+    name taken twice after that gets ``_2``, ``_3``... A model calls the offered name;
+    the host calls the MCP name.
+    """
+    count = Counter(name for _, name in tools)
+    out: list[str] = []
+    taken: set[str] = set()
+    for server, name in tools:
+        wanted = f"{server}{SEPARATOR}{name}" if count[name] > 1 else name
+        offered = _INVALID.sub("_", wanted)[:MAX_NAME] or "tool"
+        n = 1
+        while offered in taken:
+            n += 1
+            suffix = f"_{n}"
+            offered = _INVALID.sub("_", wanted)[: MAX_NAME - len(suffix)] + suffix
+        taken.add(offered)
+        out.append(offered)
+    return out
 
 
 class ToolHost:
@@ -100,17 +130,17 @@ class ToolHost:
         A tool keeps its MCP name unless another server has one of the same name:
         then both are offered as ``<server>__<name>``.
         """
-        count = Counter(tool.name for server in self.servers.values() for tool in server.tools)
+        entries = [(server, tool) for server in self.servers.values() for tool in server.tools]
+        names = offered_names([(server.name, tool.name) for server, tool in entries])
         return [
             ToolSpec(
-                name=f"{server.name}{SEPARATOR}{tool.name}" if count[tool.name] > 1 else tool.name,
+                name=name,
                 server=server.name,
                 mcp_name=tool.name,
                 description=tool.description or "",
                 input_schema=dict(tool.input_schema),
             )
-            for server in self.servers.values()
-            for tool in server.tools
+            for name, (server, tool) in zip(names, entries, strict=True)
         ]
 
     def openai_tools(self) -> list[dict[str, Any]]:

@@ -114,11 +114,20 @@ async def _read_stdout(
     process: trio.Process, to_session: MemoryObjectSendStream[SessionMessage | Exception]
 ) -> None:
     assert process.stdout is not None
-    buffer = b""
+    buffer = bytearray()
     async with to_session:
         try:
             while chunk := await process.stdout.receive_some(65536):
-                *lines, buffer = (buffer + chunk).split(b"\n")
+                # Only the new chunk is searched: a long line costs linear time, not
+                # a rescan of everything buffered so far for every chunk.
+                start = len(buffer)
+                buffer += chunk
+                lines: list[bytes] = []
+                begin = 0
+                while (end := buffer.find(b"\n", start)) >= 0:
+                    lines.append(bytes(buffer[begin:end]))
+                    begin = start = end + 1
+                del buffer[:begin]
                 if len(buffer) > MAX_LINE_BYTES:
                     await to_session.send(ValueError("MCP server wrote a line over 64 MiB"))
                     return
