@@ -80,7 +80,8 @@ class ExchangeLifetime:
     2. A connection is never left with unread request body. When we answer
        before reading a body (an auth error, a 404, a 413), hypercorn's
        per-request queue fills and the client's next request on that kept-alive
-       connection hangs (NOTES.md). Such a response says ``Connection: close``.
+       connection hangs (docs/explanation/measurements.md). Such a response says
+       ``Connection: close``.
     3. The connection outlives the exchange as hypercorn means it to: closed after a
        ``Connection: close`` answer, its idle timer restarted when kept alive.
        hypercorn's trio worker does both from *inside* the app's final send, after

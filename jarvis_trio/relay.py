@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 ``trio.from_thread.run(sink.send, piece)`` per piece costs a system task, two
-thread switches and a reply: about 150 µs of CPU a piece (NOTES.md), the
-largest cost of relaying a token after the client's socket write. So the
+thread switches and a reply: about 150 µs of CPU a piece (measured:
+docs/explanation/measurements.md), the largest cost of relaying a token after
+the client's socket write. So the
 worker thread does not call into trio per piece. It appends to a short list
 under a lock and, only when the list was empty, schedules one wake-up of the
 *pump* with ``run_sync_soon`` (fire-and-forget, about 30 µs). The pump is a

@@ -117,6 +117,6 @@ async def run_in_worker(
         raise
     if token.cancelled:
         # Whatever the thread raised after the token fired is a consequence of
-        # the cancel; re-raise the pending Cancelled instead (NOTES.md).
+        # the cancel; re-raise the pending Cancelled instead (docs/explanation/measurements.md).
         await trio.lowlevel.checkpoint()
     return result.unwrap()
