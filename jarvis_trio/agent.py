@@ -47,6 +47,7 @@ from jarvis_trio.backends.base import (
     Usage,
 )
 from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.threads import raise_plain_cancelled
 from jarvis_trio.wire import assemble
 
 if TYPE_CHECKING:
@@ -226,10 +227,7 @@ class AgentRun:
                 for i, call in enumerate(calls):
                     nursery.start_soon(one, i, call)
         except BaseExceptionGroup as group:
-            # Cancelled calls come out of the nursery as a group; callers (and their
-            # ``except trio.Cancelled``) must see a plain one, as from any backend.
-            if group.split(trio.Cancelled)[1] is None:
-                await trio.lowlevel.checkpoint()  # raises the pending Cancelled
+            await raise_plain_cancelled(group)  # cancelled calls, as from any backend
             raise
         finally:
             self.busy_until = None

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, TypeVar
 import outcome
 import trio
 
-from jarvis_trio.threads import CancelToken, WorkerCancelled, run_in_worker
+from jarvis_trio.threads import (
+    CancelToken,
+    WorkerCancelled,
+    raise_plain_cancelled,
+    run_in_worker,
+)
 
 if TYPE_CHECKING:  # backends import this module
     from jarvis_trio.backends.base import Output, Sink
@@ -136,9 +141,8 @@ async def relay_from_worker(
     except BaseExceptionGroup as group:
         # As in run_in_worker: callers must see a plain Cancelled, not a group of them,
         # and a plain error from the pump (the sink), as from_thread.run would give.
+        await raise_plain_cancelled(group)
         rest = group.split(trio.Cancelled)[1]
-        if rest is None:
-            await trio.lowlevel.checkpoint()  # raises the pending Cancelled
         if rest is not None and len(rest.exceptions) == 1:
             only = rest.exceptions[0]
             if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup):

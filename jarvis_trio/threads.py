@@ -89,6 +89,17 @@ class CancelToken:
                 logs.log.exception("cancel_callback_failed")
 
 
+async def raise_plain_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
+    """If ``group`` holds nothing but ``Cancelled``, raise the pending plain ``Cancelled``.
+
+    A nursery wraps its children's ``Cancelled`` in a group; callers (and their
+    ``except trio.Cancelled``) must see a plain one, as from any other await.
+    Returns when the group holds something else, for the caller to re-raise.
+    """
+    if group.split(trio.Cancelled)[1] is None:
+        await trio.lowlevel.checkpoint()  # raises the pending Cancelled
+
+
 async def run_in_worker(
     fn: Callable[[CancelToken], T], *, limiter: trio.CapacityLimiter | None = None
 ) -> T:
@@ -110,10 +121,7 @@ async def run_in_worker(
             done = True
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # The watcher's Cancelled comes out of the nursery wrapped in a group;
-        # callers (and their ``except trio.Cancelled``) must see a plain one.
-        if group.split(trio.Cancelled)[1] is None:
-            await trio.lowlevel.checkpoint()  # raises the pending Cancelled
+        await raise_plain_cancelled(group)  # the watcher's Cancelled, in a group
         raise
     if token.cancelled:
         # Whatever the thread raised after the token fired is a consequence of
