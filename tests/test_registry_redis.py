@@ -78,6 +78,10 @@ def gateway_env(redis_port: int, sim_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def ready_workers(server: ServerProcess) -> int:
+    return sum(" server_ready " in line for line in server.output)
+
+
 def subscribed_workers(server: ServerProcess) -> set[str]:
     return {
         m.group(1)
@@ -88,10 +92,13 @@ def subscribed_workers(server: ServerProcess) -> set[str]:
 
 @asynccontextmanager
 async def open_hypercorn(env: dict[str, str], workers: int = 2) -> AsyncIterator[ServerProcess]:
-    """`hypercorn -k trio -w N` on a free port; ready once every worker subscribed."""
+    """`hypercorn -k trio -w N` on a free port; ready once every worker subscribed and
+    serves (a worker accepts connections only once its app has started: until then the
+    kernel hands every connection to the others)."""
     argv = [*hypercorn_argv(workers, free_port()), "jarvis_trio.asgi:app"]
     async with open_server_process(argv, HYPERCORN_READY, env=env) as server:
         await eventually(lambda: len(subscribed_workers(server)) == workers, within=20)
+        await eventually(lambda: ready_workers(server) == workers, within=20)
         yield server
 
 
