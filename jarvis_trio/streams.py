@@ -127,7 +127,7 @@ class Stream:
         if isinstance(text, str) or text.content or text.fields:
             self.tokens += 1  # the model's output; an agent's progress chunk is not
         now = trio.current_time()
-        self.touch()
+        self.scope.deadline = now + self.inactivity_seconds  # as touch(), clock read once
         if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
             self.on_first_token(now - self.started_at)
 

@@ -162,7 +162,6 @@ async def test_every_ending_cancels_the_tool_call_at_the_server(
     with trio.fail_after(5):
         cancelled = await wait_for_log(log, "cancelled", "slow")
     assert cancelled["tool"] == "slow"
-    lines = log_lines(caplog)
     await eventually(lambda: any(line.startswith("agent_cancelled") for line in log_lines(caplog)))
     lines = log_lines(caplog)
     assert any("agent_cancelled trace=" in line and f"reason={ending}" in line for line in lines)

@@ -7,7 +7,6 @@ listed, the browser refuses to hand the answer to the page.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from jarvis_trio.testing import running_process
+from tests.browser import launch
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.timeout(90)
 
 CALL = """async ([api, key]) => {
@@ -71,16 +70,7 @@ def pages() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
+    yield from launch()
 
 
 def call_from(browser: Browser, page_url: str, api: str) -> dict[str, Any]:

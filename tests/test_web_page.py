@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import threading
 import time
@@ -24,13 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from jarvis_trio.backends.base import ChatTurn, GenerationRequest
 from jarvis_trio.backends.sim import MODEL_ID, sim_pieces
 from jarvis_trio.testing import running_process
+from tests.browser import launch
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 LONG = "Long essay about AI"
 SHORT = "What is 2+2?"
@@ -69,22 +68,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-smooth-scrolling",  # a wheel scrolls at once: positions to compare
-            ],
-        )
-        yield browser
-        browser.close()
+    # A wheel scrolls at once with no smooth scrolling: positions to compare.
+    yield from launch("--disable-component-update", "--disable-smooth-scrolling")
 
 
 @pytest.fixture

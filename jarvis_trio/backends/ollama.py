@@ -7,15 +7,14 @@ How a cancel reaches a thread blocked on a silent Ollama:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from jarvis_trio.backends import ollama_wire
 from jarvis_trio.backends.base import GenerationRequest, ModelInfo, Piece
-from jarvis_trio.backends.upstream import UpstreamBackend, read_error_body
-from jarvis_trio.errors import UpstreamError, upstream_error_message
+from jarvis_trio.backends.upstream import UpstreamBackend
+from jarvis_trio.errors import UpstreamError
 from jarvis_trio.threads import CancelToken, run_in_worker
 
 
@@ -45,18 +44,12 @@ class OllamaBackend(UpstreamBackend):
         return await run_in_worker(partial(self._show, name), limiter=self.limiter)
 
     def _show(self, name: str, token: CancelToken) -> dict[str, Any] | None:
-        with self._http.request(token, "POST", "/api/show", json={"model": name}) as response:
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                raise UpstreamError(
-                    f"{self.url}/api/show failed (HTTP {response.status_code}): "
-                    f"{upstream_error_message(read_error_body(response))}"
-                )
-            try:
-                body = json.loads(response.read())
-            except ValueError:
-                body = None
+        what = "model description"
+        body = self._json(
+            token, "POST", "/api/show", what=what, json_body={"model": name}, missing_ok=True
+        )
+        if body is None:
+            return None
         if not isinstance(body, dict):
             raise UpstreamError("The model server sent a malformed model description.")
         return body

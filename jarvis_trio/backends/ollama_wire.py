@@ -250,6 +250,8 @@ class ChatLines:
         if not data.get("done"):
             return Piece(output, model=model)
         reason: FinishReason = "length" if data.get("done_reason") == "length" else "stop"
+        if reason == "stop" and self.calls:
+            reason = "tool_calls"  # Ollama says "stop" after its tool calls; OpenAI does not
         usage = Usage(
             prompt_tokens=_count(data.get("prompt_eval_count")),
             completion_tokens=_count(data.get("eval_count")),

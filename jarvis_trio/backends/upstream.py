@@ -46,7 +46,6 @@ import trio
 from httpcore._backends.sync import SyncStream  # not exported; pinned in constraints.txt
 
 from jarvis_trio.backends.base import (
-    Delta,
     FinishReason,
     GenerationRequest,
     GenerationResult,
@@ -295,17 +294,33 @@ class UpstreamBackend(ABC):
     # -- worker thread side
 
     def _models(self, token: CancelToken) -> list[ModelInfo]:
-        with self._http.request(token, "GET", self.models_path) as response:
+        body = self._json(token, "GET", self.models_path, what="model list")
+        return self.parse_models(body)
+
+    def _json(
+        self,
+        token: CancelToken,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json_body: Any = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """A small JSON answer of the upstream's; ``what`` names it in the error for a
+        failed or malformed one. With ``missing_ok``, a 404 is ``None``."""
+        with self._http.request(token, method, path, json=json_body) as response:
+            if missing_ok and response.status_code == 404:
+                return None
             if response.status_code != 200:
                 raise UpstreamError(
-                    f"{self.url}{self.models_path} failed (HTTP {response.status_code}): "
+                    f"{self.url}{path} failed (HTTP {response.status_code}): "
                     f"{upstream_error_message(read_error_body(response))}"
                 )
             try:
-                body = json.loads(response.read())
+                return json.loads(response.read())
             except ValueError:
-                raise UpstreamError("The model server sent a malformed model list.") from None
-        return self.parse_models(body)
+                raise UpstreamError(f"The model server sent a malformed {what}.") from None
 
     def _chat(
         self, request: GenerationRequest, sink: Sink, token: CancelToken, relay: PieceRelay
@@ -326,7 +341,6 @@ class UpstreamBackend(ABC):
             finish: FinishReason | None = None
             usage: Usage | None = None
             model: str | None = None
-            called_tools = False
             extra: dict[str, Any] = {}
             for line in response.iter_lines():
                 token.raise_if_cancelled()  # the poll between lines
@@ -339,14 +353,11 @@ class UpstreamBackend(ABC):
                 if piece.output != "":
                     relay.put(piece.output)
                     sent += 1
-                    called_tools = called_tools or (
-                        isinstance(piece.output, Delta)
-                        and bool(piece.output.fields.get("tool_calls"))
-                    )
                 finish = piece.finish_reason or finish
                 usage = piece.usage or usage
                 model = model or piece.model
-                extra.update(piece.extra)
+                if piece.extra:  # rare: a line with the upstream's own keys
+                    extra.update(piece.extra)
                 if piece.end:
                     break
         if finish is None:
@@ -354,6 +365,4 @@ class UpstreamBackend(ABC):
                 f"The model server at {self.url} ended the answer without finishing it.",
                 code="upstream_incomplete",
             )
-        if called_tools and finish == "stop":
-            finish = "tool_calls"  # Ollama says "stop" after its tool calls; OpenAI does not
         return GenerationResult(finish, usage or Usage(0, sent), model=model, extra=extra)

@@ -73,7 +73,25 @@ class Ledger:
         return True
 
 
-class _LedgerReader:
+class _ClosedOnExit:
+    """``async with`` closes the stream, as the SDK's streams expect."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _LedgerReader(_ClosedOnExit):
     def __init__(self, ledger: Ledger, inner: ReadStream[SessionMessage | Exception]) -> None:
         self._ledger = ledger
         self._inner = inner
@@ -100,19 +118,8 @@ class _LedgerReader:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class _LedgerWriter:
+class _LedgerWriter(_ClosedOnExit):
     def __init__(self, ledger: Ledger, inner: WriteStream[SessionMessage]) -> None:
         self._ledger = ledger
         self._inner = inner
@@ -125,14 +132,3 @@ class _LedgerWriter:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
