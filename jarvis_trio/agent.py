@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import trio
 
 from jarvis_trio import agent_turns, logs
-from jarvis_trio.backends.base import (
+from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.generation import (
     Backend,
     ChatTurn,
     Delta,
@@ -46,7 +47,6 @@ from jarvis_trio.backends.base import (
     ToolCall,
     Usage,
 )
-from jarvis_trio.errors import InvalidRequest
 from jarvis_trio.threads import raise_plain_cancelled
 from jarvis_trio.wire import assemble
 

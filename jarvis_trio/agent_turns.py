@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest, ToolCall
+from jarvis_trio.generation import ChatTurn, GenerationRequest, ToolCall
 
 # Characters of a tool's result shown in a progress event (the model reads more).
 PROGRESS_RESULT_CHARS = 500

@@ -24,7 +24,6 @@ from jarvis_trio import logs, web
 from jarvis_trio.agent import AgentBackend, agent_unavailable
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
-from jarvis_trio.backends.base import Backend, GenerationRequest, ModelInfo
 from jarvis_trio.backends.upstream import UpstreamBackend
 from jarvis_trio.config import Settings
 from jarvis_trio.cors import Cors
@@ -37,6 +36,7 @@ from jarvis_trio.errors import (
     ServerError,
     TooManyRequests,
 )
+from jarvis_trio.generation import Backend, GenerationRequest, ModelInfo
 from jarvis_trio.metrics import CONTENT_TYPE, Metrics
 from jarvis_trio.registry import Registry
 from jarvis_trio.replay import MAX_VIEWERS, REPLAY_BATCH, ReplayLog, parse_last_event_id

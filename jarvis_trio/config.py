@@ -299,8 +299,6 @@ class Settings(BaseSettings):
     @field_validator("ollama_url", mode="after")
     @classmethod
     def _normalize_ollama_url(cls, value: str) -> str:
-        from jarvis_trio.backends.ollama_wire import normalize_ollama_url
-
         return normalize_ollama_url(value)
 
     @field_validator(
@@ -345,3 +343,23 @@ def settings_table() -> str:
             shown = f"`{text.lower() if isinstance(default, bool) else text}`"
         rows.append(f"| `JARVIS_{name.upper()}` | {shown} | {info.description} |")
     return "\n".join(rows)
+
+
+def normalize_ollama_url(value: str) -> str:
+    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; ``0.0.0.0`` means here.
+
+    The default port follows Ollama's own parsing: 11434 without a scheme,
+    else the scheme's (80 for http, 443 for https).
+    """
+    url = value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest, default_port = "http", url, "11434"
+    else:
+        default_port = "443" if scheme == "https" else "80"
+    host, _, tail = rest.partition("/")
+    if host.startswith("0.0.0.0"):
+        host = "127.0.0.1" + host.removeprefix("0.0.0.0")
+    if ":" not in host.rsplit("]", 1)[-1]:
+        host += ":" + default_port
+    return f"{scheme}://{host}" + (f"/{tail}" if tail else "")

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from jarvis_trio.backends.base import GenerationResult, Usage
 from jarvis_trio.errors import ApiError, ServiceUnavailable, StreamEnded
+from jarvis_trio.generation import GenerationResult, Usage
 from jarvis_trio.rules import CancelReason
 
 

@@ -1,4 +1,4 @@
-"""Pieces of an answer from a worker thread to a trio :class:`~jarvis_trio.backends.base.Sink`.
+"""Pieces of an answer from a worker thread to a trio :class:`~jarvis_trio.generation.Sink`.
 
 Theory of operation
 -------------------
@@ -39,7 +39,7 @@ from jarvis_trio.threads import (
 )
 
 if TYPE_CHECKING:  # backends import this module
-    from jarvis_trio.backends.base import Output, Sink
+    from jarvis_trio.generation import Output, Sink
 
 T = TypeVar("T")
 

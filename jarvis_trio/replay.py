@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from jarvis_trio.backends.base import Output
+from jarvis_trio.generation import Output
 from jarvis_trio.outcomes import Ending
 
 # What one piece counts against the bound at least: its str object and its slot.

@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest, ToolCall
 from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.generation import ChatTurn, GenerationRequest, ToolCall
 
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
 # Messages and the body keep what they do not name: an OpenAI-compatible upstream

@@ -52,7 +52,6 @@ import trio
 
 from jarvis_trio import logs
 from jarvis_trio.admission import Admission, Refusal, Refuse
-from jarvis_trio.backends.base import Backend, GenerationRequest
 from jarvis_trio.errors import (
     ApiError,
     RegistryUnavailable,
@@ -61,6 +60,7 @@ from jarvis_trio.errors import (
     TooManyRequests,
     UpstreamTimeout,
 )
+from jarvis_trio.generation import Backend, GenerationRequest
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.registry import Claim, Registry
 from jarvis_trio.registry.fencing import (

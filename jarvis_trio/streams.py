@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import trio
 
-from jarvis_trio.backends.base import GenerationRequest, Output, Usage
+from jarvis_trio.generation import GenerationRequest, Output, Usage
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.registry import Claim
 from jarvis_trio.replay import ReplayLog
@@ -44,7 +44,7 @@ def new_stream_id() -> str:
 
 
 class Stream:
-    """Implements the backend's :class:`~jarvis_trio.backends.base.Sink`."""
+    """Implements the backend's :class:`~jarvis_trio.generation.Sink`."""
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from jarvis_trio.backends.base import Output, Usage
+from jarvis_trio.generation import Output, Usage
 from jarvis_trio.outcomes import Ending, Outcome
 
 DONE = "data: [DONE]\n\n"

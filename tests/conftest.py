@@ -14,8 +14,8 @@ import trio
 from quart_trio import QuartTrio
 
 from jarvis_trio.app import JarvisState, create_app
-from jarvis_trio.backends.base import Backend
 from jarvis_trio.config import Settings
+from jarvis_trio.generation import Backend
 from jarvis_trio.server import serve
 from jarvis_trio.sessions import SessionManager
 

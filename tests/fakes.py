@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from jarvis_trio.backends.base import (
+from jarvis_trio.generation import (
     ChatTurn,
     GenerationRequest,
     GenerationResult,

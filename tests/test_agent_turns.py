@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jarvis_trio.agent_turns import offered_tools, split_calls, step_request
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest
+from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.tools.host import offered_names
 
 

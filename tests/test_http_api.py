@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from jarvis_trio.backends.base import Output
+from jarvis_trio.generation import Output
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.fakes import FakeBackend
 from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of

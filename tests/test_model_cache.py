@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from jarvis_trio.backends.base import ModelInfo
 from jarvis_trio.backends.model_cache import Freshness, ModelCache, freshness
 from jarvis_trio.backends.ollama import OllamaBackend
+from jarvis_trio.generation import ModelInfo
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import StartServer
 from tests.helpers import deadline, outcome_of, read_all_events

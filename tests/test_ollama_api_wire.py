@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from jarvis_trio.backends import ollama_wire, openai_wire
-from jarvis_trio.backends.base import Delta, Usage
 from jarvis_trio.errors import InvalidRequest, UpstreamError
+from jarvis_trio.generation import Delta, Usage
 from jarvis_trio.ollama_api import models, ndjson
 from jarvis_trio.ollama_api.requests import image_url, parse_chat, parse_generate
 from jarvis_trio.outcomes import Ending, Outcome
@@ -305,7 +305,7 @@ def test_a_failed_stream_ends_with_ollamas_error_line() -> None:
 
 
 def test_model_names_with_latest_are_the_bare_name() -> None:
-    from jarvis_trio.backends.base import ModelInfo
+    from jarvis_trio.generation import ModelInfo
 
     listed = [
         ModelInfo("jarvis-sim", "x"),

@@ -14,10 +14,10 @@ import pytest
 import trio
 
 from jarvis_trio.backends import choose_backend
-from jarvis_trio.backends.base import Output
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.sim import SimBackend
 from jarvis_trio.config import Settings
+from jarvis_trio.generation import Output
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer
 from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from jarvis_trio.backends.base import ChatTurn, Delta, GenerationRequest, Usage
 from jarvis_trio.backends.ollama_wire import (
     ChatLines,
     chat_body,
     models_from_tags,
-    normalize_ollama_url,
     parse_chat_line,
 )
+from jarvis_trio.config import normalize_ollama_url
 from jarvis_trio.errors import (
     InvalidRequest,
     NotFound,
@@ -19,6 +18,7 @@ from jarvis_trio.errors import (
     upstream_error_message,
     upstream_status_error,
 )
+from jarvis_trio.generation import ChatTurn, Delta, GenerationRequest, Usage
 
 
 def test_request_fields_map_to_ollama_options() -> None:

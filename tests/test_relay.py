@@ -8,8 +8,8 @@ import time
 import pytest
 import trio
 
-from jarvis_trio.backends.base import Output
 from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import Output
 from jarvis_trio.relay import RELAY_LIMIT, PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken
 from tests.helpers import deadline

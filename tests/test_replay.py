@@ -7,7 +7,7 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
-from jarvis_trio.backends.base import Output
+from jarvis_trio.generation import Output
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.replay import PIECE_COST, Replay, ReplayLog, RetainedLogs, parse_last_event_id
 from jarvis_trio.rules import CancelReason

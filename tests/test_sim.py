@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest, Output
 from jarvis_trio.backends.sim import (
     LONG_ANSWER_TOKENS,
     MODEL_ID,
@@ -14,6 +13,7 @@ from jarvis_trio.backends.sim import (
     sim_pieces,
 )
 from jarvis_trio.errors import NotFound
+from jarvis_trio.generation import ChatTurn, GenerationRequest, Output
 from tests.helpers import deadline
 
 

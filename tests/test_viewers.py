@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from jarvis_trio.app import _viewer_body
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest
 from jarvis_trio.backends.sim import MODEL_ID, sim_pieces
+from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.replay import MAX_VIEWERS, ReplayLog
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.helpers import (

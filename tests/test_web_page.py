@@ -25,8 +25,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest
 from jarvis_trio.backends.sim import MODEL_ID, sim_pieces
+from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.testing import running_process
 from tests.browser import launch
 

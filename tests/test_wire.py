@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jarvis_trio.backends.base import Delta, Usage
 from jarvis_trio.errors import UpstreamTimeout
+from jarvis_trio.generation import Delta, Usage
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
 from jarvis_trio.wire import (

@@ -22,9 +22,9 @@ import threading
 from benchmarks.asyncio_variant.backends import Emit, ThreadBackend
 from benchmarks.asyncio_variant.tools import ToolHost
 from jarvis_trio import logs, sim_answers
-from jarvis_trio.backends.base import GenerationRequest, GenerationResult, Usage
 from jarvis_trio.backends.sim import count_words, text_pieces
 from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.generation import GenerationRequest, GenerationResult, Usage
 
 
 def agent_unavailable() -> InvalidRequest:

@@ -54,8 +54,8 @@ from benchmarks.asyncio_variant.backends import Emit, ReadCancelled, ThreadBacke
 from benchmarks.asyncio_variant.registry import StreamEntry, StreamRegistry
 from benchmarks.asyncio_variant.tools import ToolHost
 from jarvis_trio import logs
-from jarvis_trio.backends.base import GenerationRequest
 from jarvis_trio.errors import ApiError, ServerError, UpstreamTimeout
+from jarvis_trio.generation import GenerationRequest
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
 

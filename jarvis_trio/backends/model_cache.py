@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from jarvis_trio.backends.base import ModelInfo
+from jarvis_trio.generation import ModelInfo
 
 
 class Freshness(enum.Enum):

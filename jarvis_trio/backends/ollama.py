@@ -12,9 +12,9 @@ from functools import partial
 from typing import Any
 
 from jarvis_trio.backends import ollama_wire
-from jarvis_trio.backends.base import GenerationRequest, ModelInfo, Piece
 from jarvis_trio.backends.upstream import UpstreamBackend
 from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import GenerationRequest, ModelInfo, Piece
 from jarvis_trio.threads import CancelToken, run_in_worker
 
 

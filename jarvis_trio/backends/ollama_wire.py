@@ -11,7 +11,8 @@ import secrets
 from types import MappingProxyType
 from typing import Any
 
-from jarvis_trio.backends.base import (
+from jarvis_trio.errors import InvalidRequest, UpstreamError
+from jarvis_trio.generation import (
     Delta,
     FinishReason,
     GenerationRequest,
@@ -21,7 +22,6 @@ from jarvis_trio.backends.base import (
     Usage,
     clean_text,
 )
-from jarvis_trio.errors import InvalidRequest, UpstreamError
 
 # Ollama has no "developer" role; it is OpenAI's newer name for "system".
 _ROLES = {"developer": "system"}
@@ -302,23 +302,3 @@ def models_from_tags(body: Any) -> list[ModelInfo]:
         for m in models
         if isinstance(m, dict) and (m.get("name") or m.get("model"))
     ]
-
-
-def normalize_ollama_url(value: str) -> str:
-    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; ``0.0.0.0`` means here.
-
-    The default port follows Ollama's own parsing: 11434 without a scheme,
-    else the scheme's (80 for http, 443 for https).
-    """
-    url = value.strip().rstrip("/")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest, default_port = "http", url, "11434"
-    else:
-        default_port = "443" if scheme == "https" else "80"
-    host, _, tail = rest.partition("/")
-    if host.startswith("0.0.0.0"):
-        host = "127.0.0.1" + host.removeprefix("0.0.0.0")
-    if ":" not in host.rsplit("]", 1)[-1]:
-        host += ":" + default_port
-    return f"{scheme}://{host}" + (f"/{tail}" if tail else "")

@@ -12,8 +12,8 @@ from typing import Any
 import trio
 
 from jarvis_trio.backends import openai_wire
-from jarvis_trio.backends.base import GenerationRequest, ModelInfo, Piece
 from jarvis_trio.backends.upstream import UpstreamBackend
+from jarvis_trio.generation import GenerationRequest, ModelInfo, Piece
 
 
 class OpenAICompatBackend(UpstreamBackend):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from jarvis_trio.backends.base import (
+from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import (
     FINISH_REASONS,
     Delta,
     FinishReason,
@@ -16,7 +17,6 @@ from jarvis_trio.backends.base import (
     Usage,
     clean_text,
 )
-from jarvis_trio.errors import UpstreamError
 
 
 def chat_body(request: GenerationRequest) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import trio
 
 from jarvis_trio import sim_answers
-from jarvis_trio.backends.base import (
+from jarvis_trio.errors import InvalidRequest, NotFound
+from jarvis_trio.generation import (
     Delta,
     FinishReason,
     GenerationRequest,
@@ -31,7 +32,6 @@ from jarvis_trio.backends.base import (
     Sink,
     Usage,
 )
-from jarvis_trio.errors import InvalidRequest, NotFound
 from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken
 

@@ -45,15 +45,6 @@ import httpx
 import trio
 from httpcore._backends.sync import SyncStream  # not exported; pinned in constraints.txt
 
-from jarvis_trio.backends.base import (
-    FinishReason,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    Piece,
-    Sink,
-    Usage,
-)
 from jarvis_trio.backends.model_cache import ModelCache
 from jarvis_trio.errors import (
     InvalidRequest,
@@ -62,6 +53,15 @@ from jarvis_trio.errors import (
     UpstreamTimeout,
     upstream_error_message,
     upstream_status_error,
+)
+from jarvis_trio.generation import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    Piece,
+    Sink,
+    Usage,
 )
 from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken, run_in_worker

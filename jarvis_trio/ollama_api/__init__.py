@@ -1,7 +1,7 @@
 """Ollama's own API on the gateway: ``/api/chat``, ``/api/generate`` and the model routes.
 
 :mod:`.requests` parses an Ollama request into the gateway's
-:class:`~jarvis_trio.backends.base.GenerationRequest` (the inverse of
+:class:`~jarvis_trio.generation.GenerationRequest` (the inverse of
 :mod:`jarvis_trio.backends.ollama_wire`), :mod:`.ndjson` writes the answer in
 Ollama's NDJSON, :mod:`.models` the model listings; all three are pure.
 :mod:`.routes` is the I/O: a blueprint that admits each request through the

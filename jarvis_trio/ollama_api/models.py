@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import TypeVar
 
-from jarvis_trio.backends.base import ModelInfo
+from jarvis_trio.generation import ModelInfo
 
 T = TypeVar("T")
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from jarvis_trio.backends.base import Delta, Output, Usage
 from jarvis_trio.errors import ApiError, UpstreamError
+from jarvis_trio.generation import Delta, Output, Usage
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.wire import assemble
 

@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jarvis_trio.backends.base import ChatTurn, GenerationRequest, ToolCall
 from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.generation import ChatTurn, GenerationRequest, ToolCall
 from jarvis_trio.schemas import parse_json_object
 
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)

@@ -17,8 +17,8 @@ import trio
 from quart import Blueprint, Response, g, jsonify, request
 
 from jarvis_trio.app import admit, refuse_if_full, state
-from jarvis_trio.backends.base import ModelInfo, Output
 from jarvis_trio.errors import ApiError, NotFound
+from jarvis_trio.generation import ModelInfo, Output
 from jarvis_trio.ollama_api import models, ndjson
 from jarvis_trio.ollama_api.requests import (
     ChatRequest,

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from jarvis_trio.backends.base import GenerationRequest, GenerationResult, ModelInfo
+from jarvis_trio.generation import GenerationRequest, GenerationResult, ModelInfo
 
 # Called from the reader thread with each piece of text, in order.
 Emit = Callable[[str], None]

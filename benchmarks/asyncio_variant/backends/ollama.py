@@ -23,13 +23,6 @@ import httpx
 
 from benchmarks.asyncio_variant.backends import Emit, ReadCancelled
 from jarvis_trio.backends import ollama_wire
-from jarvis_trio.backends.base import (
-    FinishReason,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    Usage,
-)
 
 # Shared reading of a failed response (no trio involved); the socket shutdown is not used.
 from jarvis_trio.backends.upstream import read_error_body
@@ -41,6 +34,13 @@ from jarvis_trio.errors import (
     UpstreamTimeout,
     upstream_error_message,
     upstream_status_error,
+)
+from jarvis_trio.generation import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    Usage,
 )
 
 

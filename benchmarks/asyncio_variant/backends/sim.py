@@ -12,19 +12,19 @@ import threading
 import time
 
 from benchmarks.asyncio_variant.backends import Emit, ReadCancelled
-from jarvis_trio.backends.base import (
-    FinishReason,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    Usage,
-)
 from jarvis_trio.backends.sim import (
     MODEL_ID,
     StopFilter,
     count_words,
     resolve_sim_model,
     sim_pieces,
+)
+from jarvis_trio.generation import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    Usage,
 )
 
 
