@@ -10,7 +10,7 @@ Theory of operation
 A session is always in one of three shapes::
 
     Idle ──submit──▶ Live(L) ──submit(B)──▶ Dying(L, deadline, waiter=B)
-     ▲                 │ finished(L)            │ finished(L)       ─▶ Live(B)
+     ▲                 │ release(L)             │ release(L)        ─▶ Live(B)
      └─────────────────┘                        │ deadline passed   ─▶ Live(B), L is a zombie
                                                 │ submit(C)         ─▶ B rejected, waiter=C
 
@@ -21,7 +21,12 @@ A session is always in one of three shapes::
   request replaces the waiter at once (latest wins), and the replaced one is
   rejected without ever starting.
 * **Zombies** are cancelled streams whose join ran out of budget. They no
-  longer block anything, may not emit, and are forgotten when they finish.
+  longer block anything, may not emit, and are forgotten when released.
+
+A stream is *released* when it is over on both sides: its task has ended and
+its reader is done. Releasing the dying stream is a join that finished within
+its budget (``Joined``); running out of budget is ``JoinTimedOut``. These two
+actions are the only places a join is decided, so the glue only counts them.
 
 The deadline is anchored to the cancel, not to each waiter's arrival: in a
 storm of requests the newest one still starts at most one budget after the
@@ -90,7 +95,23 @@ class JoinTimedOut:
     stream: StreamId
 
 
-Action = Start | Cancel | Reject | JoinTimedOut
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The cancelled ``stream`` was released within its join budget (a clean join)."""
+
+    stream: StreamId
+
+
+Action = Start | Cancel | Reject | JoinTimedOut | Joined
+
+
+class StreamState(enum.StrEnum):
+    """Where one stream stands in its session (``GET /v1/requests`` shows it)."""
+
+    WAITING = "waiting"
+    LIVE = "live"
+    CANCELLING = "cancelling"
+    ZOMBIE = "zombie"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +161,18 @@ class SessionRules:
     def snapshot(self) -> SessionSnapshot:
         return SessionSnapshot(self.live, self.dying, self.waiter, frozenset(self.zombies))
 
+    def state_of(self, stream: StreamId) -> StreamState | None:
+        """Where ``stream`` stands; ``None`` if the rules do not know it (released)."""
+        if stream == self.waiter:
+            return StreamState.WAITING
+        if stream == self.live:
+            return StreamState.LIVE
+        if stream == self.dying:
+            return StreamState.CANCELLING
+        if stream in self.zombies:
+            return StreamState.ZOMBIE
+        return None
+
     def running(self) -> set[StreamId]:
         """Streams whose tasks may still be running (live, dying or zombie)."""
         out = set(self.zombies)
@@ -170,8 +203,8 @@ class SessionRules:
         self.waiter = stream
         return actions, Wait(self.dying, self.deadline)
 
-    def finished(self, stream: StreamId) -> list[Action]:
-        """A started stream's task has ended, for whatever reason."""
+    def release(self, stream: StreamId) -> list[Action]:
+        """A started stream is over on both sides (its task and its reader)."""
         if stream == self.live:
             self.live = None
             return []
@@ -179,9 +212,9 @@ class SessionRules:
             self.dying = None
             waiter, self.waiter = self.waiter, None
             if waiter is None:
-                return []
+                return [Joined(stream)]
             self.live = waiter
-            return [Start(waiter, after=stream, clean=True)]
+            return [Joined(stream), Start(waiter, after=stream, clean=True)]
         if stream in self.zombies:
             self.zombies.discard(stream)
             return []

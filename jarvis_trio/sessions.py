@@ -75,10 +75,12 @@ from jarvis_trio.rules import (
     Action,
     Cancel,
     CancelReason,
+    Joined,
     JoinTimedOut,
     Reject,
     SessionRules,
     Start,
+    StreamState,
 )
 from jarvis_trio.streams import Stream
 
@@ -383,8 +385,7 @@ class SessionManager:
             if resumable and stream.cancel_reason is None and not stream.detached:
                 self._detach(session, stream)
                 return
-            now = trio.current_time()
-            self._apply(session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now))
+            self._cancel(session, stream.id, CancelReason.DISCONNECTED)
         stream.close_reader()  # releases a finished stream whose reader had not ended
 
     def watch(self, owner: str, session_id: str) -> ReplayLog | None:
@@ -419,10 +420,7 @@ class SessionManager:
             deadline = math.inf if alone_since is None else alone_since + stream.resume_seconds
             if trio.current_time() >= deadline:
                 logs.event("stream_unwatched", trace=stream.id, session=session.label)
-                now = trio.current_time()
-                self._apply(
-                    session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now)
-                )
+                self._cancel(session, stream.id, CancelReason.DISCONNECTED)
                 return
             with trio.move_on_at(deadline):
                 await changed.wait()
@@ -462,11 +460,11 @@ class SessionManager:
         if session is None or session.key[0] != owner:
             return StopReport("nothing_live")
         rules, target = session.rules, session.streams[stream_id]
-        if stream_id in rules.zombies:
+        state = rules.state_of(stream_id)
+        if state is StreamState.ZOMBIE:
             return StopReport("join_timeout", stream_id)
-        was_waiting = stream_id == rules.waiter
-        self._apply(session, rules.cancel(stream_id, CancelReason.STOPPED, trio.current_time()))
-        if was_waiting:
+        self._cancel(session, stream_id, CancelReason.STOPPED)
+        if state is StreamState.WAITING:
             return StopReport("never_started", stream_id)
         deadline = rules.deadline if rules.dying == stream_id else trio.current_time()
         return await self._join(session, target, deadline)
@@ -478,23 +476,16 @@ class SessionManager:
         for stream_id, session in self._by_id.items():
             if session.key[0] != owner:
                 continue
-            stream, rules = session.streams[stream_id], session.rules
-            state = (
-                "waiting"
-                if stream_id == rules.waiter
-                else "live"
-                if stream_id == rules.live
-                else "cancelling"
-                if stream_id == rules.dying
-                else "zombie"
-            )
+            stream, state = session.streams[stream_id], session.rules.state_of(stream_id)
+            if state is None:
+                continue
             out.append(
                 RequestInfo(
                     id=stream_id,
                     session_id=stream.session_id,
                     request_id=stream.request_id,
                     model=stream.job.model,
-                    state=state,
+                    state=state.value,
                     age_seconds=now - stream.submitted_at,
                     tokens=stream.tokens,
                 )
@@ -534,7 +525,10 @@ class SessionManager:
 
     # -- carrying out decisions
 
-    def _apply(self, session: Session, actions: list[Action]) -> None:
+    def _apply(
+        self, session: Session, actions: list[Action], releasing: Stream | None = None
+    ) -> None:
+        """Carry out ``actions`` (``releasing``: the stream whose release returned them)."""
         released: list[Stream] = []
         for action in actions:
             if isinstance(action, Start):
@@ -552,8 +546,6 @@ class SessionManager:
                     # Generation was over, only its reader was still going: it has
                     # just been cut off, so the stream is released now (a join of 0 s).
                     released.append(cancelled)
-                    self._counters.joins_clean += 1
-                    self.observer.join_finished(clean=True, seconds=0.0)
             elif isinstance(action, Reject):
                 logs.event(
                     "stream_cancelled",
@@ -572,9 +564,19 @@ class SessionManager:
                     session=session.label,
                     trace=action.stream,
                 )
+            elif isinstance(action, Joined):
+                assert releasing is not None and releasing.cancelled_at is not None
+                self._counters.joins_clean += 1
+                self.observer.join_finished(
+                    clean=True, seconds=trio.current_time() - releasing.cancelled_at
+                )
         # After the loop: releasing is a transition of its own, never nested in another.
         for stream in released:
             self._finished(session, stream)
+
+    def _cancel(self, session: Session, stream_id: str, reason: CancelReason) -> None:
+        """Ask the rules to end one request early, and carry out what they say."""
+        self._apply(session, session.rules.cancel(stream_id, reason, trio.current_time()))
 
     def _start(self, session: Session, stream: Stream) -> None:
         self._counters.started += 1
@@ -653,11 +655,6 @@ class SessionManager:
             # A cancelled stream that ends past its budget with nobody watching the
             # deadline (no waiter, no Stop) is a timed-out join, not a clean one.
             self._apply(session, session.rules.deadline_passed(trio.current_time()))
-            if stream.cancelled_at is not None and session.rules.dying == stream.id:
-                self._counters.joins_clean += 1
-                self.observer.join_finished(
-                    clean=True, seconds=trio.current_time() - stream.cancelled_at
-                )
             logs.event(
                 "stream_end",
                 trace=stream.id,
@@ -690,7 +687,6 @@ class SessionManager:
         session.newest_generation = max(session.newest_generation, message.generation)
         stopped = message.kind is MessageKind.STOP
         reason = CancelReason.STOPPED if stopped else CancelReason.SUPERSEDED
-        now = trio.current_time()
         for stream in list(session.streams.values()):
             claim = stream.claim
             if claim is not None and must_end(message, claim.generation):
@@ -707,7 +703,7 @@ class SessionManager:
                             by_worker=by_worker,
                             worker=worker,
                         )
-                self._apply(session, session.rules.cancel(stream.id, reason, now))
+                self._cancel(session, stream.id, reason)
 
     def _worker(self) -> str | None:
         return None if self.registry is None else self.registry.worker
@@ -724,8 +720,7 @@ class SessionManager:
         waited_ms = round((trio.current_time() - started) * 1000, 1)
         if result is TakeResult.STALE:
             logs.event("registry_stale", trace=stream.id, worker=self._worker())
-            now = trio.current_time()
-            self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
+            self._cancel(session, stream.id, CancelReason.SUPERSEDED)
             await trio.lowlevel.checkpoint()  # our scope is cancelled: ends here
             return
         if result is TakeResult.FORCED:
@@ -761,17 +756,13 @@ class SessionManager:
                     # can renew it, and a newer request elsewhere may then take the
                     # session. Stop first (self-fencing), as a stream superseded.
                     logs.event("registry_stale", trace=stream.id, worker=self._worker())
-                    now = trio.current_time()
-                    self._apply(
-                        session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now)
-                    )
+                    self._cancel(session, stream.id, CancelReason.SUPERSEDED)
                     return
                 continue
             renewed_at = trio.current_time()
             if not current:
                 logs.event("registry_stale", trace=stream.id, worker=self._worker())
-                now = trio.current_time()
-                self._apply(session, session.rules.cancel(stream.id, CancelReason.SUPERSEDED, now))
+                self._cancel(session, stream.id, CancelReason.SUPERSEDED)
                 return
 
     async def _release_lease(self, stream: Stream, claim: Claim) -> None:
@@ -794,10 +785,7 @@ class SessionManager:
                 return
             if trio.current_time() >= stream.last_read_at + self.inactivity_seconds:
                 logs.event("stream_cancelled", trace=stream.id, reason="client_not_reading")
-                now = trio.current_time()
-                self._apply(
-                    session, session.rules.cancel(stream.id, CancelReason.DISCONNECTED, now)
-                )
+                self._cancel(session, stream.id, CancelReason.DISCONNECTED)
                 return
 
     def _timed_out(self, stream: Stream) -> Ending:
@@ -823,8 +811,7 @@ class SessionManager:
             stream.lease_done.set()
             assert self._nursery is not None
             self._nursery.start_soon(self._release_lease, stream, stream.claim)
-        actions = session.rules.finished(stream.id)
-        self._apply(session, actions)
+        self._apply(session, session.rules.release(stream.id), releasing=stream)
         if session.rules.idle:
             self._drop_session(session)
 

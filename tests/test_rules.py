@@ -13,13 +13,16 @@ from hypothesis.stateful import (
 )
 
 from jarvis_trio.rules import (
+    Action,
     Cancel,
     CancelReason,
+    Joined,
     JoinTimedOut,
     Reject,
     RuleError,
     SessionRules,
     Start,
+    StreamState,
     Wait,
 )
 
@@ -40,7 +43,7 @@ def test_first_request_starts_at_once() -> None:
 def test_finished_live_stream_leaves_session_idle() -> None:
     s = rules()
     s.submit("a", 0.0)
-    assert s.finished("a") == []
+    assert s.release("a") == []
     assert s.idle
 
 
@@ -57,7 +60,7 @@ def test_waiter_starts_when_cancelled_stream_finishes() -> None:
     s = rules()
     s.submit("a", 0.0)
     s.submit("b", 0.0)
-    assert s.finished("a") == [Start("b", after="a", clean=True)]
+    assert s.release("a") == [Joined("a"), Start("b", after="a", clean=True)]
     assert s.live == "b" and s.dying is None and s.waiter is None
 
 
@@ -69,8 +72,8 @@ def test_waiter_starts_when_join_budget_runs_out_and_old_stream_becomes_zombie()
     assert s.deadline_passed(now=2.0) == [JoinTimedOut("a"), Start("b", after="a", clean=False)]
     assert s.live == "b" and s.zombies == {"a"}
     # The zombie no longer blocks anything, and is forgotten when it ends.
-    assert s.finished("a") == []
-    assert s.finished("b") == []
+    assert s.release("a") == []
+    assert s.release("b") == []
     assert s.idle
 
 
@@ -82,7 +85,7 @@ def test_new_prompt_supersedes_waiting_one_which_never_starts() -> None:
     assert actions == [Reject("b", SUP)]
     # The deadline stays anchored to a's cancel: c never waits longer than b would have.
     assert wait == Wait("a", 2.0)
-    assert s.finished("a") == [Start("c", after="a", clean=True)]
+    assert s.release("a") == [Joined("a"), Start("c", after="a", clean=True)]
 
 
 def test_submit_after_expired_budget_with_nobody_waiting_starts_at_once() -> None:
@@ -108,7 +111,7 @@ def test_disconnect_of_waiter_rejects_it_and_keeps_join_running() -> None:
     s.submit("a", 0.0)
     s.submit("b", 0.0)
     assert s.cancel("b", CancelReason.DISCONNECTED, 0.5) == [Reject("b", CancelReason.DISCONNECTED)]
-    assert s.finished("a") == []
+    assert s.release("a") == [Joined("a")]
     assert s.idle
 
 
@@ -160,13 +163,13 @@ def test_request_after_stop_waits_for_the_stopped_stream() -> None:
 def test_disallowed_transitions_raise() -> None:
     s = rules()
     with pytest.raises(RuleError):
-        s.finished("never-started")
+        s.release("never-started")
     s.submit("a", 0.0)
     with pytest.raises(RuleError):
         s.submit("a", 0.0)
     s.submit("b", 0.0)
     with pytest.raises(RuleError):
-        s.finished("b")  # a waiter has no task to finish
+        s.release("b")  # a waiter has no task to finish
     with pytest.raises(RuleError):
         SessionRules(join_budget=-1)
 
@@ -179,7 +182,19 @@ def test_storm_a_b_c_d_only_the_newest_starts() -> None:
         actions, _ = s.submit(stream, now=0.1 * i)
         rejected += [a.stream for a in actions if isinstance(a, Reject)]
     assert rejected == list("bcdef")
-    assert s.finished("a") == [Start("g", after="a", clean=True)]
+    assert s.release("a") == [Joined("a"), Start("g", after="a", clean=True)]
+
+
+def test_state_of_names_where_each_stream_stands() -> None:
+    s = rules()
+    s.submit("a", 0.0)
+    assert s.state_of("a") is StreamState.LIVE
+    s.submit("b", 0.0)
+    assert (s.state_of("a"), s.state_of("b")) == (StreamState.CANCELLING, StreamState.WAITING)
+    s.deadline_passed(2.0)
+    assert (s.state_of("a"), s.state_of("b")) == (StreamState.ZOMBIE, StreamState.LIVE)
+    s.release("a")
+    assert s.state_of("a") is None
 
 
 # --- Random interleavings -------------------------------------------------------------
@@ -204,8 +219,9 @@ class SessionMachine(RuleBasedStateMachine):
         self.resolved: dict[str, str] = {}  # request -> "started" / reject reason
         self.waiting: set[str] = set()
         self.withdrawn_or_stopped: set[str] = set()
+        self.joins: dict[str, str] = {}  # cancelled stream -> "clean" / "timed_out"
 
-    def apply(self, actions: list[Start | Cancel | Reject | JoinTimedOut]) -> None:
+    def apply(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Start):
                 assert action.stream not in self.resolved, "resolved twice"
@@ -220,6 +236,10 @@ class SessionMachine(RuleBasedStateMachine):
                 assert action.stream not in self.resolved, "resolved twice"
                 self.resolved[action.stream] = action.reason.value
                 self.waiting.discard(action.stream)
+            elif isinstance(action, Joined | JoinTimedOut):
+                assert action.stream in self.cancelled, "a join of a stream never cancelled"
+                assert action.stream not in self.joins, "a join decided twice"
+                self.joins[action.stream] = "clean" if isinstance(action, Joined) else "timed_out"
 
     @rule(gap=st.sampled_from([0.0, 0.0, 0.3, 1.0, 2.5]))
     def submit(self, gap: float) -> None:
@@ -238,7 +258,7 @@ class SessionMachine(RuleBasedStateMachine):
     def finish(self, data: st.DataObject) -> None:
         stream = data.draw(st.sampled_from(sorted(self.task_running)))
         self.task_running.discard(stream)
-        self.apply(self.session.finished(stream))
+        self.apply(self.session.release(stream))
 
     @rule(
         data=st.data(),
@@ -284,11 +304,13 @@ class SessionMachine(RuleBasedStateMachine):
             self.apply(self.session.deadline_passed(self.now))
             for stream in sorted(self.task_running):
                 self.task_running.discard(stream)
-                self.apply(self.session.finished(stream))
+                self.apply(self.session.release(stream))
         assert self.session.idle
         assert not self.waiting
         for stream in self.submitted:
             assert stream in self.resolved, f"{stream} was never started nor rejected"
+        # Every started stream that was cancelled had its join decided exactly once.
+        assert set(self.joins) == self.cancelled
         if self.submitted:
             newest = self.submitted[-1]
             if newest not in self.withdrawn_or_stopped:
