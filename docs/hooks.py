@@ -78,7 +78,7 @@ def metrics_table() -> str:
     from jarvis_trio.sessions import ManagerStatistics
 
     metrics = Metrics()
-    metrics.watch(lambda: ManagerStatistics(0, 0, 0, 0, 0, 0), trio.CapacityLimiter(1))
+    metrics.watch(lambda: ManagerStatistics(0, 0), trio.CapacityLimiter(1))
     label_names = {
         wrapper._name: wrapper._labelnames
         for wrapper in vars(metrics).values()

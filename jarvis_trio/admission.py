@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from jarvis_trio.errors import ApiError, ServiceUnavailable, TooManyRequests
 from jarvis_trio.rules import RuleError
 
 
@@ -106,3 +107,19 @@ class Admission:
     def _refuse(self, reason: Refusal) -> Refuse:
         self.refused[reason] += 1
         return Refuse(reason, self.retry_after)
+
+
+def refusal_error(verdict: Refuse, admission: Admission) -> ApiError:
+    """What a refused request is answered: 503 while shutting down, else 429."""
+    if verdict.reason is Refusal.SHUTTING_DOWN:
+        return ServiceUnavailable(
+            "The server is shutting down.",
+            code="shutting_down",
+            retry_after=verdict.retry_after,
+        )
+    return TooManyRequests(
+        f"The gateway is full ({admission.running} of {admission.limit} streams "
+        f"running). Try again in {verdict.retry_after:g} s.",
+        code="gateway_full",
+        retry_after=verdict.retry_after,
+    )

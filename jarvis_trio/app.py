@@ -7,11 +7,10 @@ calls and their results back to OpenAI's wire format.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import trio
@@ -310,15 +309,6 @@ def _register_hooks(app: QuartTrio) -> None:
         return await api_error(ServerError("Internal server error.", code="internal_error"))
 
 
-# Per process: upstream servers see a stable label per owner, never anything
-# derived from an API key alone (a plain hash of a weak key can be brute-forced).
-_TRACE_SECRET = secrets.token_bytes(16)
-
-
-def _opaque(owner: str) -> str:
-    return hmac.new(_TRACE_SECRET, owner.encode(), "sha256").hexdigest()[:16]
-
-
 def _on_exit(callback: Callable[[], None]) -> None:
     _exit_callbacks(request.scope).append(callback)
 
@@ -503,9 +493,9 @@ async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dic
     The one way every generation route (``/v1/chat/completions``, Ollama's
     ``/api/chat`` and ``/api/generate``) starts a stream: the backend's check (a
     request refused there supersedes nothing), ``X-Session-Id`` and
-    ``X-Jarvis-Resume-Seconds``, the registry's claim, the session's rules, and the
-    exit callback that abandons the stream however the exchange ends. Returns the
-    stream and the response headers that name it.
+    ``X-Jarvis-Resume-Seconds``, the session manager's admission (its claim across
+    processes, the session's rules), and the exit callback that abandons the stream
+    however the exchange ends. Returns the stream and the headers that name it.
     """
     st = state()
     st.backend.check_request(job)  # a request refused here supersedes nothing
@@ -520,21 +510,7 @@ async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dic
             param="X-Jarvis-Resume-Seconds",
             code="invalid_header",
         )
-    registry = st.manager.registry
-    claim = None
-    if registry is not None and session_id is not None:
-        # A closing (or full) server must not supersede the session everywhere, then
-        # refuse.
-        st.manager.check_accepting(g.owner, session_id)
-        # Across processes: take the session's next generation (cancelling older
-        # streams everywhere), and a label every process gives this owner.
-        claim = await registry.claim(g.owner, session_id)
-    label = claim.owner_label if claim is not None else _opaque(g.owner)
-    trace = f"{label}/{session_id}" if session_id is not None else None
-    job = replace(job, trace_session=trace)
-    stream = st.manager.submit(
-        g.owner, session_id, job, g.request_id, resume_seconds=resume, claim=claim
-    )
+    stream = await st.manager.admit(g.owner, session_id, job, g.request_id, resume_seconds=resume)
     _on_exit(lambda: st.manager.abandon(stream))
     await st.manager.wait_turn(stream)
     await stream.wait_ready()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Sequence
 
 from jarvis_trio.config import is_loopback
@@ -21,6 +22,16 @@ ANONYMOUS = "anonymous"
 
 def owner_of_key(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# Per process: upstream servers see a stable label per owner, never anything
+# derived from an API key alone (a plain hash of a weak key can be brute-forced).
+_LABEL_SECRET = secrets.token_bytes(16)
+
+
+def owner_label(owner: str) -> str:
+    """What an upstream may see of ``owner`` (in ``X-Jarvis-Session``): an HMAC."""
+    return hmac.new(_LABEL_SECRET, owner.encode(), "sha256").hexdigest()[:16]
 
 
 class Authenticator:

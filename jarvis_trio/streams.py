@@ -26,14 +26,14 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 
 import trio
 
 from jarvis_trio.generation import GenerationRequest, Output, Usage
 from jarvis_trio.outcomes import Ending
-from jarvis_trio.registry import Claim
 from jarvis_trio.replay import ReplayLog
-from jarvis_trio.rules import CancelReason, Wait
+from jarvis_trio.rules import CancelReason
 
 # Chunks the backend may run ahead of the reader before ``send`` blocks.
 CHANNEL_BUFFER = 64
@@ -41,6 +41,17 @@ CHANNEL_BUFFER = 64
 
 def new_stream_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The bounds of one stream, from the server's settings (and the request's header)."""
+
+    inactivity_seconds: float = 120.0
+    first_token_seconds: float = 300.0
+    replay_chars: int = 65536
+    # How long a stream whose client left waits for a viewer (0: cancel at once).
+    resume_seconds: float = 0.0
 
 
 class Stream:
@@ -52,23 +63,17 @@ class Stream:
         job: GenerationRequest,
         session_id: str | None,
         request_id: str,
-        inactivity_seconds: float,
-        first_token_seconds: float,
-        replay_chars: int = 65536,
-        resume_seconds: float = 0.0,
+        limits: StreamLimits,
     ) -> None:
         self.id = new_stream_id()
         self.job = job
         self.session_id = session_id
         self.request_id = request_id
-        # (owner, session id): set by the session manager on admission.
-        self.session_key: tuple[str, str] = ("", "")
         self.created = int(time.time())
         self.submitted_at = trio.current_time()
         self.scope = trio.CancelScope()
-        self.inactivity_seconds = inactivity_seconds
-        self.first_token_seconds = first_token_seconds
-        self.wait: Wait | None = None
+        self.inactivity_seconds = limits.inactivity_seconds
+        self.first_token_seconds = limits.first_token_seconds
         # Set once, by the first cancel; later cancels do not change the story.
         self.cancel_reason: CancelReason | None = None
         self.ending: Ending | None = None
@@ -77,32 +82,41 @@ class Stream:
         self.answered_model: str | None = None
         self.started_at: float | None = None
         self.decided = trio.Event()  # started or rejected
-        self.finished = trio.Event()  # the task ended (or it never had one)
+        # The producer side is over: the task ended (or it never had one), the ending set.
+        self.producer_ended = trio.Event()
+        # The reader side is over: it took everything, was cut off, or left.
+        self.reader_ended = trio.Event()
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
         self._send, self._receive = trio.open_memory_channel[Output](CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
-        self.producer_done = False
         self.blocked_on_reader = False
-        self.reader_finished = trio.Event()
         # When the reader last came back for more (after its previous write completed).
         self.last_read_at = trio.current_time()
-        self.reader_done = False
         # Called (once) when the reader finishes after the producer did.
         self.on_reader_done: Callable[[Stream], None] | None = None
         self.on_first_token: Callable[[float], None] | None = None
         self.cancelled_at: float | None = None
         self.log = ReplayLog(
-            self.id, job.model, self.created, limit_chars=replay_chars, request_id=request_id
+            self.id,
+            job.model,
+            self.created,
+            limit_chars=limits.replay_chars,
+            request_id=request_id,
         )
         # How long a stream whose client left waits for a viewer (0: cancel at once).
-        self.resume_seconds = resume_seconds
+        self.resume_seconds = limits.resume_seconds
         # The client left and the stream goes on for viewers only (see ``detach``).
         self.detached = False
-        # With a registry: the request's place in its session across processes; the
-        # lease is taken before the model is asked, and given back once released.
-        self.claim: Claim | None = None
-        self.lease_taken = False
-        self.lease_done = trio.Event()
+
+    @property
+    def producer_done(self) -> bool:
+        # Invariant: set once, by ``end``, after the ending; never cleared.
+        return self.producer_ended.is_set()
+
+    @property
+    def reader_done(self) -> bool:
+        # Invariant: set once, by ``_finish_reading``; nothing reaches a reader after it.
+        return self.reader_ended.is_set()
 
     # -- Sink (backend side)
 
@@ -174,10 +188,9 @@ class Stream:
         if self.ending is None:
             self.ending = ending
         self.log.end(self.ending)
-        self.producer_done = True
+        self.producer_ended.set()
         self._send.close()
         self._ready.set()
-        self.finished.set()
 
     # -- reader side (HTTP edge)
 
@@ -265,7 +278,6 @@ class Stream:
     def _finish_reading(self) -> None:
         if self.reader_done:
             return
-        self.reader_done = True
-        self.reader_finished.set()
+        self.reader_ended.set()
         if self.producer_done and self.on_reader_done is not None:
             self.on_reader_done(self)

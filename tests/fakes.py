@@ -16,6 +16,7 @@ from jarvis_trio.generation import (
     Sink,
     Usage,
 )
+from jarvis_trio.outcomes import Outcome
 from jarvis_trio.registry import Claim
 from jarvis_trio.registry.fencing import (
     Message,
@@ -209,3 +210,39 @@ class FakeRegistry:
 
     async def aclose(self) -> None:
         return None
+
+
+@dataclass
+class RecordingObserver:
+    """A session manager's :class:`~jarvis_trio.sessions.Observer` that keeps what it saw."""
+
+    started: int = 0
+    ended: list[Outcome] = field(default_factory=list)
+    joins: list[tuple[bool, float]] = field(default_factory=list)  # (clean, seconds)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def joins_clean(self) -> int:
+        return sum(clean for clean, _ in self.joins)
+
+    @property
+    def joins_timed_out(self) -> int:
+        return sum(not clean for clean, _ in self.joins)
+
+    def stream_started(self) -> None:
+        self.started += 1
+
+    def stream_ended(self, outcome: Outcome, seconds: float) -> None:
+        self.ended.append(outcome)
+
+    def join_finished(self, clean: bool, seconds: float) -> None:
+        self.joins.append((clean, seconds))
+
+    def cancel_to_closed(self, seconds: float) -> None:
+        pass
+
+    def first_token(self, seconds: float) -> None:
+        pass
+
+    def stream_refused(self, reason: str) -> None:
+        self.refused.append(reason)

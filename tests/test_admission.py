@@ -141,10 +141,10 @@ async def test_a_supersede_past_the_join_budget_runs_beside_its_zombie(
         assert manager.statistics().running_streams == 2
         with pytest.raises(TooManyRequests):
             manager.submit("owner", "s2", job("C"), "req-C")
-        await a.finished.wait()
+        await a.producer_ended.wait()
         await trio.sleep(0.01)
         assert manager.statistics().running_streams == 1  # B, still running: still full
-        assert not b.finished.is_set()
+        assert not b.producer_ended.is_set()
         with pytest.raises(TooManyRequests):
             manager.submit("owner", "s2", job("C"), "req-C")
 

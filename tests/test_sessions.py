@@ -15,7 +15,7 @@ from jarvis_trio.outcomes import Outcome
 from jarvis_trio.rules import CancelReason
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
-from tests.fakes import FakeBackend, job
+from tests.fakes import FakeBackend, RecordingObserver, job
 
 
 @asynccontextmanager
@@ -26,6 +26,7 @@ async def open_manager(
     inactivity: float = 120.0,
     first_token: float = 300.0,
     retained: int = 256,
+    observer: RecordingObserver | None = None,
 ) -> AsyncIterator[SessionManager]:
     manager = SessionManager(
         backend,
@@ -33,6 +34,7 @@ async def open_manager(
         inactivity_seconds=inactivity,
         first_token_seconds=first_token,
         replay_retained=retained,
+        observer=observer,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
@@ -59,7 +61,7 @@ async def test_single_stream_completes_and_session_is_dropped(
         text, ending = await stream.collect()
         assert text == "A-0 A-1 A-2 "
         assert ending.outcome is Outcome.COMPLETED and ending.finish_reason == "stop"
-        await stream.finished.wait()
+        await stream.producer_ended.wait()
         stats = manager.statistics()
         assert stats.sessions == 0 and stats.live_streams == 0
 
@@ -91,7 +93,8 @@ async def test_b_starts_after_the_budget_when_a_refuses_to_die(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = FakeBackend(die_after={"A": 30.0})
-    async with open_manager(backend) as manager:
+    observer = RecordingObserver()
+    async with open_manager(backend, observer=observer) as manager:
         a = await start(manager, "A")
         await trio.sleep(1.0)
         t0 = trio.current_time()
@@ -101,7 +104,7 @@ async def test_b_starts_after_the_budget_when_a_refuses_to_die(
         _, a_ending = await a.collect()
         assert a_ending.outcome is Outcome.SUPERSEDED
         assert trio.current_time() == t0 + 2.0
-        assert manager.statistics().joins_timed_out == 1
+        assert observer.joins_timed_out == 1
         await trio.sleep(1.0)
         b.close_reader()
     assert "prev_stream_timeout_on_cancel" in events(caplog)
@@ -184,7 +187,7 @@ async def test_disconnect_cancels_a_live_stream_and_drops_the_session(
         a = await start(manager, "A")
         await trio.sleep(0.35)
         manager.abandon(a)
-        await a.finished.wait()
+        await a.producer_ended.wait()
         assert a.ending is not None and a.ending.outcome is Outcome.DISCONNECTED
         assert manager.statistics().sessions == 0
         assert backend.ends["A"] == backend.starts["A"] + 0.35
@@ -307,7 +310,7 @@ async def test_millions_of_one_off_sessions_do_not_grow_memory(
         stream = manager.submit("owner", f"one-off-{i}", job("x"), f"req-{i}")
         await manager.wait_turn(stream)
         await stream.collect()
-        await stream.finished.wait()
+        await stream.producer_ended.wait()
         manager.abandon(stream)
 
     # Finished streams' output kept for viewers is bounded on its own (the test below);
@@ -340,17 +343,17 @@ async def test_output_kept_for_viewers_is_bounded_by_count_and_time(
             stream = manager.submit("owner", f"s-{i}", job("x"), f"req-{i}")
             await manager.wait_turn(stream)
             await stream.collect()
-            await stream.finished.wait()
+            await stream.producer_ended.wait()
             manager.abandon(stream)
         assert manager.statistics().sessions == 0
-        assert len(manager._retained) == 50
+        assert len(manager._table.retained) == 50
         assert manager.watch("owner", "s-149") is None  # the oldest went first
         newest = manager.watch("owner", "s-199")
         assert newest is not None and newest.count == 3 and newest.ending is not None
         assert manager.watch("someone-else", "s-199") is None
         await trio.sleep(300)  # the default retention
         assert manager.watch("owner", "s-199") is None
-        assert len(manager._retained) == 0
+        assert len(manager._table.retained) == 0
 
 
 async def test_a_finished_answer_still_being_read_is_cut_off_before_the_next_starts(
@@ -465,9 +468,9 @@ async def test_a_cancelled_stream_ending_past_its_budget_is_a_timed_out_join(
 ) -> None:
     """Found in review: with nobody watching the deadline it was counted clean."""
     backend = FakeBackend(die_after={"A": 10.0})
-    async with open_manager(backend) as manager:
+    observer = RecordingObserver()
+    async with open_manager(backend, observer=observer) as manager:
         a = await start(manager, "A")
         manager.abandon(a)  # a disconnect: no waiter, no Stop
-        await a.finished.wait()
-        stats = manager.statistics()
-        assert (stats.joins_clean, stats.joins_timed_out) == (0, 1)
+        await a.producer_ended.wait()
+        assert (observer.joins_clean, observer.joins_timed_out) == (0, 1)
