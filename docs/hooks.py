@@ -133,7 +133,7 @@ def check_log_events(path: str, markdown: str) -> None:
 
 
 def check_routes(path: str, markdown: str) -> None:
-    from jarvis_trio.app import create_app
+    from jarvis_trio.api import create_app
     from jarvis_trio.config import Settings
 
     app = create_app(Settings(backend="sim"))

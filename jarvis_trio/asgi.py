@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jarvis_trio import logs
-from jarvis_trio.app import create_app
+from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings
 
 settings = Settings()

@@ -14,7 +14,7 @@ import trio
 from pydantic import ValidationError
 
 from jarvis_trio import logs, ollama_sim
-from jarvis_trio.app import create_app
+from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import bind_sockets, serve
 from jarvis_trio.tools.config import McpConfigError

@@ -17,7 +17,7 @@ from hypercorn.config import Sockets
 from quart_trio import QuartTrio
 
 from jarvis_trio import logs
-from jarvis_trio.app import JarvisState
+from jarvis_trio.api import JarvisState
 from jarvis_trio.tools import processes
 
 

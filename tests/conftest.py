@@ -13,7 +13,7 @@ import pytest
 import trio
 from quart_trio import QuartTrio
 
-from jarvis_trio.app import JarvisState, create_app
+from jarvis_trio.api import JarvisState, create_app
 from jarvis_trio.config import Settings
 from jarvis_trio.generation import Backend
 from jarvis_trio.server import serve

@@ -15,7 +15,7 @@ import hypercorn.trio
 import pytest
 import trio
 
-from jarvis_trio.app import create_app
+from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings
 from jarvis_trio.server import hypercorn_config
 from tests.conftest import StartServer

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jarvis_trio.app import _viewer_body
+from jarvis_trio.api.sse import viewer_body
 from jarvis_trio.backends.sim import MODEL_ID, sim_pieces
 from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.replay import MAX_VIEWERS, ReplayLog
@@ -335,7 +335,7 @@ async def test_resuming_past_the_bound_replays_what_is_kept_and_says_so(
 async def test_a_viewer_that_falls_behind_the_bound_gets_an_error_not_a_gap() -> None:
     log = ReplayLog("chatcmpl-1", "m", 1, limit_chars=10 * 64)
     log.append("a")
-    viewer = _viewer_body(log, 0)
+    viewer = viewer_body(log, 0)
     assert '"role":"assistant"' in await viewer.__anext__()
     assert '"content":"a"' in await viewer.__anext__()
     for i in range(30):  # the viewer reads nothing while thirty pieces go by

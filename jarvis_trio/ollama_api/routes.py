@@ -1,7 +1,7 @@
 """Ollama's routes on the gateway: the I/O around :mod:`.requests`, :mod:`.ndjson`, :mod:`.models`.
 
 ``/api/chat`` and ``/api/generate`` start their stream exactly as
-``/v1/chat/completions`` does (:func:`jarvis_trio.app.admit`), so ``X-Session-Id``,
+``/v1/chat/completions`` does (:func:`jarvis_trio.api.admit.admit`), so ``X-Session-Id``,
 supersede, Stop, timeouts, a client leaving and shutdown all behave the same; only
 the format of the answer differs. Errors are Ollama's ``{"error": "..."}`` (the
 app's error handler writes that shape for every ``/api/`` path).
@@ -16,7 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 from quart import Blueprint, Response, g, jsonify, request
 
-from jarvis_trio.app import admit, refuse_if_full, state
+from jarvis_trio.api.admit import admit, refuse_if_full
+from jarvis_trio.api.state import state
 from jarvis_trio.errors import ApiError, NotFound
 from jarvis_trio.generation import ModelInfo, Output
 from jarvis_trio.ollama_api import models, ndjson
