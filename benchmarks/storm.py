@@ -56,7 +56,7 @@ FAULTS = ("", "", "", "+stall_after=2", "+slow=0.02")
 STORM_ENV = {
     "JARVIS_STREAM_INACTIVITY_SECONDS": "1.0",
     "JARVIS_FIRST_TOKEN_TIMEOUT": "2.0",
-    "JARVIS_PREV_STREAM_TIMEOUT": "1.0",
+    "JARVIS_JOIN_BUDGET": "1.0",
 }
 
 

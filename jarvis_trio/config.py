@@ -55,12 +55,14 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )
-    prev_stream_timeout: float = Field(
+    join_budget: float = Field(
         2.0,
         ge=0,
         le=60,
-        description="Join budget: how long a new request (or Stop) waits for the "
-        "cancelled stream of its session to finish, in seconds.",
+        validation_alias=AliasChoices("JARVIS_JOIN_BUDGET", "JARVIS_PREV_STREAM_TIMEOUT"),
+        description="How long a new request (or Stop) waits for the cancelled stream of its "
+        "session to finish, in seconds (`JARVIS_JOIN_BUDGET`, else its old name "
+        "`JARVIS_PREV_STREAM_TIMEOUT`).",
     )
     stream_inactivity_seconds: float = Field(
         120.0,

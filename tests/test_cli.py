@@ -138,9 +138,9 @@ def test_serve_refuses_a_public_address_without_keys(capsys: pytest.CaptureFixtu
 def test_invalid_configuration_is_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("JARVIS_PREV_STREAM_TIMEOUT", "-1")
+    monkeypatch.setenv("JARVIS_PREV_STREAM_TIMEOUT", "-1")  # the old name still counts
     assert main(["serve", "--port", "0"]) == 2
-    assert "prev_stream_timeout" in capsys.readouterr().err
+    assert "JARVIS_JOIN_BUDGET" in capsys.readouterr().err
 
 
 SIM_READY = r"ollama_sim listening url=(http://\S+)"

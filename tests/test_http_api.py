@@ -241,7 +241,7 @@ async def test_stop_endpoint_joins_the_stream_and_says_how_it_ended(
 
 @deadline(20)
 async def test_stop_reports_a_join_timeout(start_server: StartServer) -> None:
-    server = await start_server(FakeBackend(die_after={"A": 3.0}), prev_stream_timeout=0.2)
+    server = await start_server(FakeBackend(die_after={"A": 3.0}), join_budget=0.2)
     headers = {"X-Session-Id": "sess-stuck"}
     async with server.client() as client, server.client() as stopper:
         async with client.stream("POST", CHAT, json=chat("A", stream=True), headers=headers) as r:

@@ -53,8 +53,10 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JARVIS_LOG_FORMAT", "JSON")
     settings = Settings()
     assert settings.api_keys == ("a", "b", "c")
-    assert settings.prev_stream_timeout == 0.5
+    assert settings.join_budget == 0.5  # the old name of JARVIS_JOIN_BUDGET still counts
     assert settings.log_format == "json"
+    monkeypatch.setenv("JARVIS_JOIN_BUDGET", "0.25")
+    assert Settings().join_budget == 0.25  # the new name wins
 
 
 def test_loopback_addresses() -> None:

@@ -61,7 +61,7 @@ async def test_metrics_follow_a_supersede(server: RunningServer) -> None:
 
 @deadline(20)
 async def test_join_timeouts_are_counted(start_server: StartServer) -> None:
-    server = await start_server(FakeBackend(die_after={"A": 2.0}), prev_stream_timeout=0.1)
+    server = await start_server(FakeBackend(die_after={"A": 2.0}), join_budget=0.1)
     headers = {"X-Session-Id": "t"}
     async with server.client() as client, server.client() as other:
         async with client.stream(

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.skipif(
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
 MODEL = "llama3.2:1b"
-BUDGET = 2.0  # JARVIS_PREV_STREAM_TIMEOUT's default
+BUDGET = 2.0  # JARVIS_JOIN_BUDGET's default
 SIM_READY = r"ollama_sim listening url=(http://\S+)"
 HYPERCORN_READY = r"Running on (http://127\.0\.0\.1:\d+)"
 SERVE_READY = r"server_listening url=(http://\S+)"
@@ -274,7 +274,7 @@ async def test_a_killed_worker_frees_its_sessions_within_the_lease(tmp_path: Pat
             stack.redis_port,
             stack.sim.url,
             JARVIS_REGISTRY_LEASE_SECONDS=str(lease),
-            JARVIS_PREV_STREAM_TIMEOUT=str(budget),
+            JARVIS_JOIN_BUDGET=str(budget),
         )
         replica_argv = [str(BIN / "jarvis-trio"), "serve", "--port", "0"]
         async with (

@@ -43,7 +43,7 @@ async def test_storm_leaves_no_double_live_stream_no_hang_and_no_leak(
     backend = OllamaBackend(sim.url, limiter=limiter, connect_timeout=5.0)
     # A stalled stream that nothing supersedes ends by its inactivity timeout.
     server = await start_server(
-        backend, prev_stream_timeout=1.0, stream_inactivity_seconds=1.0, first_token_timeout=2.0
+        backend, join_budget=1.0, stream_inactivity_seconds=1.0, first_token_timeout=2.0
     )
     fds_before = open_fds()
     outcomes: dict[str, int] = {}

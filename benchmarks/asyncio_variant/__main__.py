@@ -2,7 +2,7 @@
 
 Environment variables are read as ``jarvis-trio serve`` reads them
 (:class:`jarvis_trio.config.Settings`: ``JARVIS_PORT``, ``JARVIS_OLLAMA_URL``,
-``JARVIS_PREV_STREAM_TIMEOUT``, ...), and flags take precedence. ``--backend``
+``JARVIS_JOIN_BUDGET``, ...), and flags take precedence. ``--backend``
 is ``sim`` (the default) or ``ollama``.
 """
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = SimBackend(tokens_per_second=settings.sim_tokens_per_second)
     app = create_app(
         backend,
-        registry=StreamRegistry(settings.prev_stream_timeout),
+        registry=StreamRegistry(settings.join_budget),
         inactivity_seconds=settings.stream_inactivity_seconds,
         mcp_config=settings.mcp_config,
     )

@@ -60,7 +60,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     registry = _registry_from(settings)
     manager = SessionManager(
         backend,
-        join_budget=settings.prev_stream_timeout,
+        join_budget=settings.join_budget,
         inactivity_seconds=settings.stream_inactivity_seconds,
         first_token_seconds=settings.first_token_timeout,
         replay_chars=settings.replay_buffer_chars,
