@@ -1431,7 +1431,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a SIGINT before the signal receiver was in place
         pass
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
