@@ -1,6 +1,6 @@
 """The faults a request asks for in its model name: ``base+fault+name=value``. Pure: no I/O.
 
-What each fault does is described in the package's docstring.
+What each fault does is described in the reference page ``docs/reference/ollama-sim.md``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Tests read the records in process (:class:`~jarvis_trio.ollama_sim.OllamaSim`
 delegates to a :class:`Recorder`) or over HTTP (``/_sim/...``); the server writes
 them through the recorder's write side (:meth:`Recorder.open`,
 :meth:`Recorder.begin`, :meth:`Recorder.end`, :meth:`Recorder.close`). The
-package's docstring describes what a test can rely on.
+reference page ``docs/reference/ollama-sim.md`` describes what a test can rely on.
 """
 
 from __future__ import annotations
