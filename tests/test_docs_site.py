@@ -129,3 +129,19 @@ def test_the_docs_build_fails_while_the_configuration_table_is_stale() -> None:
     assert stale != page
     with pytest.raises(PluginError, match="make config-docs"):
         hooks.check_settings_table("reference/configuration.md", stale)
+
+
+def test_the_docs_build_fails_while_a_simulator_fault_is_undocumented() -> None:
+    """A fault added to the Ollama simulator without a row in its reference fails `make docs`."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (ROOT / "docs" / "reference" / "ollama-sim.md").read_text(encoding="utf-8")
+    hooks.check_sim_faults("reference/ollama-sim.md", page)  # complete: no error
+    row = next(line for line in page.splitlines() if line.startswith("| `slow=S`"))
+    with pytest.raises(PluginError, match=r"not documented: \['slow'\]"):
+        hooks.check_sim_faults("reference/ollama-sim.md", page.replace(row + "\n", ""))
+    extra = page.replace(row, row + "\n| `hang=S` | a fault the simulator does not know |")
+    with pytest.raises(PluginError, match=r"does not know: \['hang'\]"):
+        hooks.check_sim_faults("reference/ollama-sim.md", extra)
