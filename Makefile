@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The LiteLLM proxy of `make bench-peers`, in a venv of its own: its proxy extra's pins
+# are not constraints.txt's, and it runs as a subprocess anyway.
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit docs docs-serve install lock clean config-docs bench bench-full \
-	bench-scaleout browser redis
+.PHONY: run test lint typecheck unit docs docs-serve install lock lock-peers clean config-docs \
+	bench bench-full bench-peers bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The `bench-peers` extra of pyproject.toml (litellm[proxy]), pinned by constraints-peers.txt.
+$(PEERS_STAMP): pyproject.toml constraints-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -c constraints-peers.txt -e '.[bench-peers]'
+	touch $(PEERS_STAMP)
 
 ## Serve the API on http://127.0.0.1:8000 with the embedded model. Another port:
 ## `make run PORT=8001` (or JARVIS_PORT=8001 in the environment; PORT wins).
@@ -74,6 +85,12 @@ bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks.run --profile full --markdown docs/benchmarks.md \
 		--plots docs/img/benchmarks
 
+## jarvis-trio, the asyncio variant and the LiteLLM proxy side by side on the same simulator
+## (a few minutes; installs the proxy into .venv-peers first if it is missing): writes the
+## peer section of docs/benchmarks.md and docs/img/benchmarks/peers-*.png.
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m benchmarks.peers --markdown docs/benchmarks.md --plots docs/img/benchmarks
+
 ## Scale-out benchmark: tokens/s at -w 1 against -w 2 with the Redis registry, and
 ## cross-worker against same-worker handoff (real processes on loopback); writes
 ## docs/benchmarks-scaleout.md.
@@ -92,5 +109,12 @@ lock:
 	.lockenv/bin/pip freeze --exclude-editable | grep -v '^jarvis-trio' > constraints.txt
 	rm -rf .lockenv
 
+## Re-pin constraints-peers.txt (the LiteLLM proxy's venv) from a fresh resolve.
+lock-peers:
+	rm -rf .lockenv-peers && $(PYTHON) -m venv .lockenv-peers
+	.lockenv-peers/bin/pip install --quiet -e '.[bench-peers]'
+	.lockenv-peers/bin/pip freeze --exclude-editable | grep -v '^jarvis-trio' > constraints-peers.txt
+	rm -rf .lockenv-peers
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts site
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts site

@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.handoff import is_content_chunk, percentiles
+from benchmarks.handoff import is_content_chunk, percentiles, until_stuck
 from benchmarks.stack import BIN, SERVER_READY
 from jarvis_trio.testing import spawn
 
@@ -178,17 +178,13 @@ def run_rounds(
     on_round: Callable[[], None] | None = None,
 ) -> list[AgentRound]:
     """Up to ``rounds`` rounds; stops after ``give_up_after`` in a row without a B."""
-    done: list[AgentRound] = []
-    stuck = 0
-    for i in range(rounds):
-        result = one_round(url, log, i, timeout)
-        done.append(result)
-        if on_round:
-            on_round()
-        stuck = 0 if result.ttft_b_ms is not None else stuck + 1
-        if stuck >= give_up_after:
-            break
-    return done
+    return until_stuck(
+        rounds,
+        lambda i: one_round(url, log, i, timeout),
+        lambda r: r.ttft_b_ms is not None,
+        give_up_after,
+        on_round,
+    )
 
 
 def measure_agent(

@@ -28,9 +28,10 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -120,15 +121,40 @@ def one_round(client: httpx.Client, sim: httpx.Client, i: int, mode: str, timeou
     )
 
 
+def session_marker(session_id: str) -> str:
+    """What a client of a gateway without sessions puts in its prompt, so that the
+    simulator's records show which session a request belongs to."""
+    return f"[{session_id}]"
+
+
+def in_session(request: dict[str, Any], session_id: str) -> bool:
+    """Whether a request of ``/_sim/connections`` belongs to the session: by the
+    ``X-Jarvis-Session`` jarvis-trio sends upstream, or by the session's marker in
+    the prompt (a gateway without sessions)."""
+    if request["headers"].get("x-jarvis-session", "").endswith("/" + session_id):
+        return True
+    messages = (request.get("body") or {}).get("messages") or []
+    marker = session_marker(session_id)
+    return any(marker in str(m.get("content", "")) for m in messages if isinstance(m, dict))
+
+
 def cancel_round(
-    client: httpx.Client, sim: httpx.Client, i: int, how: str, timeout: float
+    client: httpx.Client,
+    sim: httpx.Client,
+    i: int,
+    how: str,
+    timeout: float,
+    *,
+    sessions: bool = True,
 ) -> Round:
     """A streams, then goes silent; it is stopped (Stop endpoint) or its client leaves.
-    Measures when A's upstream connection closed after that."""
+    Measures when A's upstream connection closed after that. Without ``sessions`` the
+    prompt carries the session's marker (:func:`session_marker`)."""
     session_id = f"bench-{how}-{i}"
+    prompt = f"A {i}" if sessions else f"A {i} {session_marker(session_id)}"
     body = {
         "model": MODEL + "+stall_after=1",
-        "messages": [{"role": "user", "content": f"A {i}"}],
+        "messages": [{"role": "user", "content": prompt}],
         "stream": True,
     }
     t0 = None
@@ -159,11 +185,45 @@ def cancel_round(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # bounded: the simulator records the close
         for conn in sim.get("/_sim/connections").json():
-            tags = [r["headers"].get("x-jarvis-session", "") for r in conn["requests"]]
-            if any(tag.endswith("/" + session_id) for tag in tags) and conn["closed"]:
+            if conn["closed"] and any(in_session(r, session_id) for r in conn["requests"]):
                 return Round((conn["closed"] - t0) * 1000, None, None)
         time.sleep(0.005)
     return Round(None, None, None)
+
+
+T = TypeVar("T")
+
+
+def until_stuck(
+    rounds: int,
+    one: Callable[[int], T],
+    served: Callable[[T], bool],
+    give_up_after: int,
+    on_round: Callable[[], None] | None = None,
+) -> list[T]:
+    """``one(i)`` for up to ``rounds`` rounds; stops after ``give_up_after`` rounds in a
+    row that were not ``served`` (the server no longer serves the session)."""
+    done: list[T] = []
+    stuck = 0
+    for i in range(rounds):
+        result = one(i)
+        done.append(result)
+        if on_round:
+            on_round()
+        stuck = 0 if served(result) else stuck + 1
+        if stuck >= give_up_after:
+            break
+    return done
+
+
+@contextmanager
+def clients(stack: Stack, timeout: float) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """A client of the gateway (with the stack's headers) and one of the simulator."""
+    with (
+        httpx.Client(base_url=stack.url, timeout=timeout, headers=stack.headers) as client,
+        httpx.Client(base_url=stack.sim_url, timeout=30) as sim,
+    ):
+        yield client, sim
 
 
 def run_mode(
@@ -176,26 +236,22 @@ def run_mode(
 ) -> list[Round]:
     """Up to ``rounds`` rounds of ``mode`` (one of :data:`MODES`) on ``stack``; stops
     after ``give_up_after`` rounds in a row in which nothing was served."""
-    with (
-        httpx.Client(base_url=stack.url, timeout=timeout) as client,
-        httpx.Client(base_url=stack.sim_url, timeout=30) as sim,
-    ):
-        done: list[Round] = []
-        stuck = 0
-        for i in range(rounds):
-            if mode in ("silent", "chatty"):
-                result = one_round(client, sim, i, mode, timeout)
-                served = result.ttft_b_ms is not None
-            else:
-                result = cancel_round(client, sim, i, mode, timeout)
-                served = result.eof_ms is not None
-            done.append(result)
-            if on_round:
-                on_round()
-            stuck = 0 if served else stuck + 1
-            if stuck >= give_up_after:  # the server no longer serves this session's B
-                break
-        return done
+    with clients(stack, timeout) as (client, sim):
+        if mode in ("silent", "chatty"):
+            return until_stuck(
+                rounds,
+                lambda i: one_round(client, sim, i, mode, timeout),
+                lambda r: r.ttft_b_ms is not None,
+                give_up_after,
+                on_round,
+            )
+        return until_stuck(
+            rounds,
+            lambda i: cancel_round(client, sim, i, mode, timeout, sessions=stack.sessions),
+            lambda r: r.eof_ms is not None,
+            give_up_after,
+            on_round,
+        )
 
 
 def run_variant(

@@ -2,8 +2,10 @@
 
 Tokens are counted in the raw bytes, without parsing JSON (so the client stays
 cheap at hundreds of streams): every token is one ``chat.completion.chunk``
-whose delta is ``{"content": ...}``, which both variants write identically
-(:mod:`jarvis_trio.wire`); the role chunk's delta starts with ``"role"``.
+whose delta has a non-empty ``"content"``. Both variants write its delta as
+``{"content": ...}`` (:mod:`jarvis_trio.wire`), and their role chunk's content is
+empty; the LiteLLM proxy puts its first token in the role chunk
+(``{"role": "assistant", "content": "word"}``), which counts too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import httpx
 import trio
 
-TOKEN_MARK = b'"delta":{"content":"'
+TOKEN_MARK = b'"delta":{"content":"'  # a token chunk of both variants
+CONTENT_MARK = b'"content":"'  # a token when the next byte is not the closing quote
 CHAT = "/v1/chat/completions"
 
 
@@ -38,16 +41,21 @@ class StreamCount:
 
 @dataclass
 class TokenCounter:
-    """Counts :data:`TOKEN_MARK` across chunk boundaries."""
+    """Counts non-empty :data:`CONTENT_MARK` across chunk boundaries: a mark at the very
+    end of what came is kept back until the next byte says whether it is empty."""
 
     tail: bytes = b""
     count: int = field(default=0)
 
     def feed(self, data: bytes) -> int:
         joined = self.tail + data
-        found = joined.count(TOKEN_MARK)
+        found = joined.count(CONTENT_MARK) - joined.count(CONTENT_MARK + b'"')
+        if joined.endswith(CONTENT_MARK):
+            found -= 1
+            self.tail = CONTENT_MARK
+        else:
+            self.tail = joined[-(len(CONTENT_MARK) - 1) :]
         self.count += found
-        self.tail = joined[-(len(TOKEN_MARK) - 1) :]
         return found
 
 
@@ -80,11 +88,16 @@ def chat_body(model: str, content: str) -> dict[str, Any]:
 
 
 def open_client(
-    base_url: str, *, timeout: float, max_connections: int | None = None
+    base_url: str,
+    *,
+    timeout: float,
+    max_connections: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.AsyncClient:
-    """By default no connection limit: every stream gets its own connection at once."""
+    """By default no connection limit: every stream gets its own connection at once.
+    ``headers`` go with every request (a peer's key)."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
-    return httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+    return httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, headers=headers)
 
 
 async def read_stream(
@@ -124,13 +137,14 @@ async def run_streams(
     hold: Callable[[], Awaitable[None]],
     http_timeout: float,
     start_interval: float = 0.005,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Open one stream per body, ``start_interval`` apart (hundreds of connects at
     once overflow a listen backlog, and a dropped SYN is retried only after 1 s),
     run ``await hold()`` while they stream, then cancel them all (their clients
     leave). ``hold`` starts once every stream was sent."""
     async with (
-        open_client(base_url, timeout=http_timeout) as client,
+        open_client(base_url, timeout=http_timeout, headers=headers) as client,
         trio.open_nursery() as nursery,
     ):
         for body, count in zip(bodies, counts, strict=True):

@@ -74,6 +74,7 @@ def measure_memory(
             hold=held,
             http_timeout=ramp + 30,
             start_interval=start_interval,
+            headers=stack.headers,
         )
     )
     return MemoryResult(

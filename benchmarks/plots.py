@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from benchmarks.report import HANDOFF_ROWS, VariantResults
 from benchmarks.stats import cdf_points
 
-COLORS = {"trio": "tab:blue", "asyncio": "tab:orange"}
+COLORS = {"trio": "tab:blue", "asyncio": "tab:orange", "litellm": "tab:green"}
 
 
 def _values(v: VariantResults, mode: str, what: str) -> list[float | None]:
@@ -109,4 +109,19 @@ def write_plots(results: Sequence[VariantResults], directory: Path) -> list[tupl
         ("Handoff and cancel latency CDFs", latency_cdfs(results, directory / "latency-cdf.png")),
         ("Time to first token CDF", ttft_cdf(results, directory / "ttft-cdf.png")),
         ("Tokens/s and CPU per token", throughput(results, directory / "throughput.png")),
+    ]
+
+
+def write_peer_plots(results: Sequence[VariantResults], directory: Path) -> list[tuple[str, Path]]:
+    """The plots of the peer comparison (``peers-*.png``), as (caption, path)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        (
+            "Time to first token CDF, three gateways",
+            ttft_cdf(results, directory / "peers-ttft-cdf.png"),
+        ),
+        (
+            "Tokens/s and CPU per token, three gateways",
+            throughput(results, directory / "peers-throughput.png"),
+        ),
     ]

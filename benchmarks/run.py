@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,12 +164,21 @@ class Bar:
         self._bar.refresh()
 
 
-def run_variant(variant: str, profile: Profile, phases: set[str]) -> VariantResults:
+STOP_GRACE = 2.0  # s; the baseline with a blocked thread never exits on SIGTERM
+
+
+def run_variant(
+    variant: str,
+    profile: Profile,
+    phases: set[str],
+    handoff_modes: Sequence[str] = handoff.MODES,
+) -> VariantResults:
+    """The ``phases`` of one variant (a peer too: :mod:`benchmarks.peers`)."""
     results = VariantResults(variant)
-    stop_grace = 2.0  # the baseline with a blocked thread never exits on SIGTERM
+    stop_grace = STOP_GRACE
 
     if "handoff" in phases:
-        for mode in handoff.MODES:
+        for mode in handoff_modes:
             with (
                 Bar(f"{variant} handoff {mode}", profile.handoff_rounds, "round") as bar,
                 open_stack(variant, env=SERVER_ENV, stop_grace=stop_grace) as stack,

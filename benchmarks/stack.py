@@ -6,6 +6,12 @@ then ``jarvis-trio serve --backend ollama`` (or the asyncio baseline,
 yields their URLs and the gateway's :class:`psutil.Process`, whose CPU time,
 threads, descriptors and memory the benchmarks read.
 
+``open_stack("litellm")`` puts a peer in the gateway's place: the LiteLLM proxy
+(``make bench-peers`` installs it into ``.venv-peers``), one uvicorn worker, no
+database, a master key, routing every model name to the simulator as
+``ollama_chat/<name>`` (a config file in a temporary folder). It has no sessions
+(:attr:`Stack.sessions`), and its clients send the key (:attr:`Stack.headers`).
+
 Teardown is bounded: SIGTERM, then SIGKILL after ``stop_grace`` seconds. The
 baseline needs the SIGKILL whenever one of its executor threads is blocked on
 an upstream (``asyncio.run`` waits for those threads at exit), so a short grace
@@ -14,20 +20,30 @@ keeps a run short; :attr:`Stack.killed` says whether it was needed.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from jarvis_trio.testing import Spawned, spawn
+from jarvis_trio.testing import Spawned, free_port, spawn
 
 BIN = Path(sys.executable).parent
 VARIANTS = ("trio", "asyncio")
+PEERS = ("litellm",)  # gateways of other projects, compared by `make bench-peers`
 SIM_READY = r"ollama_sim listening url=(\S+)"
 SERVER_READY = r"server_listening url=(\S+)"
+# The LiteLLM proxy's own venv (its pins are not the dev venv's); BENCH_LITELLM overrides.
+LITELLM = Path(
+    os.environ.get("BENCH_LITELLM", Path(__file__).parent.parent / ".venv-peers/bin/litellm")
+)
+LITELLM_READY = r"Uvicorn running on (http://\S+)"
+LITELLM_KEY = "sk-bench-peers"
 
 
 @dataclass
@@ -39,6 +55,8 @@ class Stack:
     sim: psutil.Process
     spawned: Spawned
     tokens_per_second: float  # the simulator's pace, per stream
+    headers: dict[str, str] = field(default_factory=dict)  # for every client request
+    sessions: bool = True  # False: X-Session-Id means nothing to this gateway
 
     @property
     def killed(self) -> bool:
@@ -55,6 +73,69 @@ def server_argv(variant: str, sim_url: str) -> list[str]:
     return [*head, "--port", "0", "--backend", "ollama", "--ollama-url", sim_url]
 
 
+def litellm_config(sim_url: str) -> str:
+    """The proxy's config: every model name goes to the simulator's Ollama chat API
+    (the simulator speaks no ``/v1``), faults in the name included; no database."""
+    # JSON is YAML: no YAML writer needed.
+    return json.dumps(
+        {
+            "model_list": [
+                {
+                    "model_name": "*",
+                    "litellm_params": {"model": "ollama_chat/*", "api_base": sim_url},
+                }
+            ],
+            "general_settings": {"master_key": LITELLM_KEY},
+            "litellm_settings": {"telemetry": False},
+        },
+        indent=2,
+    )
+
+
+def litellm_argv(config: Path, port: int) -> list[str]:
+    return [
+        str(LITELLM),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+
+
+# No cost map from the network, no telemetry, no database: the proxy talks to loopback only.
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+}
+# Its log level stays the default (INFO, uvicorn's access log included): LITELLM_LOG
+# would also silence the line that says where it listens.
+
+
+@contextmanager
+def _spawn_gateway(
+    variant: str, sim_url: str, env: dict[str, str] | None, stop_grace: float
+) -> Iterator[Spawned]:
+    if variant not in PEERS:
+        with spawn(
+            server_argv(variant, sim_url), SERVER_READY, env=env, stop_grace=stop_grace
+        ) as s:
+            yield s
+        return
+    if not LITELLM.exists():
+        raise RuntimeError(f"no LiteLLM proxy at {LITELLM}: `make bench-peers` installs it")
+    with tempfile.TemporaryDirectory(prefix="bench-litellm-") as folder:
+        config = Path(folder) / "config.yaml"
+        config.write_text(litellm_config(sim_url), encoding="utf-8")
+        argv = litellm_argv(config, free_port())
+        # The proxy imports for seconds on a busy machine before it listens.
+        with spawn(argv, LITELLM_READY, env=LITELLM_ENV, within=120.0, stop_grace=stop_grace) as s:
+            yield s
+
+
 @contextmanager
 def open_stack(
     variant: str,
@@ -63,7 +144,8 @@ def open_stack(
     env: dict[str, str] | None = None,
     stop_grace: float = 3.0,
 ) -> Iterator[Stack]:
-    """A fresh simulator and gateway; ``env`` goes to the gateway (``JARVIS_*``)."""
+    """A fresh simulator and gateway; ``env`` goes to the gateway (``JARVIS_*``; not to
+    a peer, which reads none of them)."""
     sim_argv = [
         str(BIN / "jarvis-trio"),
         "sim-ollama",
@@ -74,10 +156,9 @@ def open_stack(
     ]
     with (
         spawn(sim_argv, SIM_READY) as sim,
-        spawn(
-            server_argv(variant, sim.url), SERVER_READY, env=env, stop_grace=stop_grace
-        ) as server,
+        _spawn_gateway(variant, sim.url, env, stop_grace) as server,
     ):
+        peer = variant in PEERS
         yield Stack(
             variant,
             server.url,
@@ -86,6 +167,8 @@ def open_stack(
             psutil.Process(sim.process.pid),
             server,
             tokens_per_second,
+            headers={"Authorization": f"Bearer {LITELLM_KEY}"} if peer else {},
+            sessions=not peer,
         )
 
 

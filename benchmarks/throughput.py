@@ -79,7 +79,11 @@ def measure_point(
         got["t"] = time.monotonic() - got["t"]
         after.extend(c.tokens for c in counts)
 
-    trio.run(lambda: run_streams(stack.url, bodies, counts, hold=hold, http_timeout=timeout))
+    trio.run(
+        lambda: run_streams(
+            stack.url, bodies, counts, hold=hold, http_timeout=timeout, headers=stack.headers
+        )
+    )
     deltas = [a - b for a, b in zip(after, before, strict=True)]
     ttft = summarize([c.ttft for c in counts])
     return ThroughputPoint(

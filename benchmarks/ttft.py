@@ -54,7 +54,7 @@ def measure_ttft(
     gateway: list[float | None] = []
     with (
         httpx.Client(base_url=stack.sim_url, timeout=timeout) as sim,
-        httpx.Client(base_url=stack.url, timeout=timeout) as server,
+        httpx.Client(base_url=stack.url, timeout=timeout, headers=stack.headers) as server,
     ):
 
         def via_sim(i: int) -> float | None:
