@@ -11,7 +11,7 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit docs docs-serve install lock lock-peers clean config-docs \
+.PHONY: run test lint imports typecheck unit docs docs-serve install lock lock-peers clean config-docs \
 	bench bench-full bench-peers bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
@@ -36,7 +36,7 @@ run: $(STAMP)
 
 ## Lint, type-check, build the docs and run the whole suite (the browser tests need
 ## Debian's Chromium, the multi-worker tests Debian's redis-server).
-test: $(STAMP) browser redis lint typecheck docs unit
+test: $(STAMP) browser redis lint imports typecheck docs unit
 
 ## Debian's Chromium for the browser tests, with apt-get when it is missing (never a
 ## downloaded browser: Playwright drives /usr/bin/chromium).
@@ -60,6 +60,10 @@ redis:
 lint: $(STAMP)
 	$(BIN)/ruff check jarvis_trio tests benchmarks docs/examples docs/hooks.py
 	$(BIN)/ruff format --check jarvis_trio tests benchmarks docs/examples docs/hooks.py
+
+## What may import what (the contracts in pyproject.toml; CONTRIBUTING.md explains them).
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from jarvis_trio.api.ollama import models, ndjson
+from jarvis_trio.api.ollama.conversation import image_url
+from jarvis_trio.api.ollama.requests import parse_chat, parse_generate
 from jarvis_trio.backends import ollama_wire, openai_wire
 from jarvis_trio.errors import InvalidRequest, UpstreamError
 from jarvis_trio.generation import Delta, Usage
-from jarvis_trio.ollama_api import models, ndjson
-from jarvis_trio.ollama_api.conversation import image_url
-from jarvis_trio.ollama_api.requests import parse_chat, parse_generate
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
 

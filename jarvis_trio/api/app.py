@@ -6,7 +6,7 @@ and their results back to OpenAI's (or Ollama's) wire format. Routes live in
 blueprints, one module each: :mod:`~jarvis_trio.api.chat` (chat and models),
 :mod:`~jarvis_trio.api.sessions_api` (Stop, viewers, requests),
 :mod:`~jarvis_trio.api.ops` (the page, health, metrics) and
-:mod:`jarvis_trio.ollama_api` (Ollama's API).
+:mod:`jarvis_trio.api.ollama` (Ollama's API).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from jarvis_trio.agent import AgentBackend
 from jarvis_trio.api import chat, ops, sessions_api
 from jarvis_trio.api.exchange import ExchangeLifetime
 from jarvis_trio.api.hooks import register_hooks
+from jarvis_trio.api.ollama import routes as ollama
 from jarvis_trio.api.state import JarvisState
 from jarvis_trio.auth import Authenticator
 from jarvis_trio.backends import choose_backend
@@ -29,7 +30,6 @@ from jarvis_trio.config import Settings
 from jarvis_trio.cors import Cors
 from jarvis_trio.generation import Backend
 from jarvis_trio.metrics import Metrics
-from jarvis_trio.ollama_api import routes as ollama
 from jarvis_trio.registry import Registry
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.tools.lifetime import install_tool_host, tool_host_from

@@ -21,15 +21,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jarvis_trio.errors import InvalidRequest
-from jarvis_trio.generation import ChatTurn, GenerationRequest
-from jarvis_trio.ollama_api.conversation import Message, Tool, check_images, conversation
-from jarvis_trio.ollama_api.options import (
+from jarvis_trio.api.ollama.conversation import Message, Tool, check_images, conversation
+from jarvis_trio.api.ollama.options import (
     OptionError,
     check_option,
     map_options,
     response_format,
 )
+from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.schemas import parse_json_object
 
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)

@@ -17,11 +17,8 @@ import trio
 from quart import Blueprint, Response, g, jsonify, request
 
 from jarvis_trio.api.admit import admit, refuse_if_full
-from jarvis_trio.api.state import state
-from jarvis_trio.errors import ApiError, NotFound
-from jarvis_trio.generation import ModelInfo, Output
-from jarvis_trio.ollama_api import models, ndjson
-from jarvis_trio.ollama_api.requests import (
+from jarvis_trio.api.ollama import models, ndjson
+from jarvis_trio.api.ollama.requests import (
     ChatRequest,
     GenerateRequest,
     parse_chat,
@@ -29,6 +26,9 @@ from jarvis_trio.ollama_api.requests import (
     parse_generate,
     parse_show,
 )
+from jarvis_trio.api.state import state
+from jarvis_trio.errors import ApiError, NotFound
+from jarvis_trio.generation import ModelInfo, Output
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.streams import Stream
 
