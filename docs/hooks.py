@@ -78,26 +78,30 @@ def check_settings_table(path: str, markdown: str) -> None:
         )
 
 
+SEEN = "(seen)"
+
+
 def metrics_table() -> str:
     import trio
-    from prometheus_client.metrics import MetricWrapperBase
 
     from jarvis_trio.metrics import Metrics
     from jarvis_trio.sessions import ManagerStatistics
 
     metrics = Metrics()
-    metrics.watch(lambda: ManagerStatistics(0, 0), trio.CapacityLimiter(1))
-    label_names = {
-        wrapper._name: wrapper._labelnames
-        for wrapper in vars(metrics).values()
-        if isinstance(wrapper, MetricWrapperBase)
-    }
+    refused = {"full": 0, "shutting_down": 0}
+    metrics.watch(lambda: ManagerStatistics(0, 0, refused=refused), trio.CapacityLimiter(1))
+    # Children that appear only once a value is seen: one stand-in each, so that the
+    # label shows in the samples (prometheus_client has no public list of label names).
+    metrics.requests.labels(SEEN)
     rows = ["| Metric | Type | Labels | Meaning (the exported help text) |", "|---|---|---|---|"]
     for family in metrics.registry.collect():
         shown = f"{family.name}_total" if family.type == "counter" else family.name
         labels = []
-        for label in label_names.get(family.name, ()):
-            values = sorted({s.labels[label] for s in family.samples if label in s.labels})
+        names = dict.fromkeys(k for s in family.samples for k in s.labels if k != "le")
+        for label in names:
+            values = sorted(
+                {s.labels[label] for s in family.samples if s.labels.get(label, SEEN) != SEEN}
+            )
             listed = ", ".join(f"`{v}`" for v in values) if values else "one per value seen"
             labels.append(f"`{label}`: {listed}")
         if family.type == "histogram":
