@@ -52,6 +52,15 @@ class Settings(BaseSettings):
         "enum of finish reasons cannot parse other values; the reason is always in "
         "`jarvis.outcome`.",
     )
+    coalesce_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Write coalescing for streaming answers: after the first, each write "
+        "also carries what the model sends within this many milliseconds (fewer, larger "
+        "writes: less CPU per token, each token up to this much later). 0: write what is "
+        "there at once. docs/benchmarks.md measures the trade.",
+    )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )

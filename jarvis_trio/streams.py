@@ -197,8 +197,14 @@ class Stream:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def batches(self) -> AsyncGenerator[list[Output], None]:
-        """Output in batches of what is already buffered; stops at the end or a cancel."""
+    async def batches(self, coalesce: float = 0.0) -> AsyncGenerator[list[Output], None]:
+        """Output in batches of what is already buffered; stops at the end or a cancel.
+
+        ``coalesce`` > 0: after the first batch, a batch also gathers what arrives
+        within ``coalesce`` seconds of its first piece (fewer, larger writes for the
+        reader, each piece up to ``coalesce`` later). The first batch never waits.
+        """
+        first_batch = True
         try:
             while self.cancel_reason is None:
                 self.last_read_at = trio.current_time()
@@ -213,14 +219,32 @@ class Stream:
                 if scope.cancelled_caught or self.cancel_reason is not None:
                     return
                 batch = [first]
-                while True:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                if coalesce > 0 and not first_batch:
+                    await self._gather(batch, trio.current_time() + coalesce)
+                    if self.cancel_reason is not None:
+                        return
+                else:
+                    while True:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                first_batch = False
                 yield batch
         finally:
             self._finish_reading()
+
+    async def _gather(self, batch: list[Output], deadline: float) -> None:
+        """Add to ``batch`` what arrives until ``deadline``, the end, or a cancel."""
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._reader_scope = scope  # a cancel cuts the wait short, as in batches()
+            try:
+                while True:
+                    batch.append(await self._receive.receive())
+            except trio.EndOfChannel:
+                pass
+            finally:
+                self._reader_scope = None
 
     async def collect_output(self) -> tuple[list[Output], Ending]:
         """Read the whole answer, piece by piece (the non-streaming path)."""

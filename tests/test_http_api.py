@@ -334,3 +334,15 @@ async def test_a_client_that_stops_reading_cannot_make_the_server_buffer_without
     produced = int(ended[0].split("tokens=")[1].split()[0])
     assert produced < 500, f"{produced} chunks of 10 KB were produced for a client reading none"
     assert "reason=client_not_reading" in "\n".join(log_lines(caplog))
+
+
+@deadline(20)
+async def test_coalesced_writes_carry_every_token_in_order(start_server: StartServer) -> None:
+    server = await start_server(FakeBackend(interval=0.005, tokens=40), coalesce_ms=30)
+    body = chat("C", stream=True)
+    async with server.client() as client, client.stream("POST", CHAT, json=body) as r:
+        assert r.status_code == 200
+        events = await read_all_events(r)
+    assert events[-1] == "[DONE]"
+    assert text_of(events) == "".join(f"C-{i} " for i in range(40))
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"

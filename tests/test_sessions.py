@@ -474,3 +474,41 @@ async def test_a_cancelled_stream_ending_past_its_budget_is_a_timed_out_join(
         manager.abandon(a)  # a disconnect: no waiter, no Stop
         await a.producer_ended.wait()
         assert (observer.joins_clean, observer.joins_timed_out) == (0, 1)
+
+
+async def test_coalesced_batches_gather_what_arrives_within_the_window_and_lose_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(interval=0.01, tokens=20)
+    async with open_manager(backend) as manager:
+        stream = await start(manager, "A")
+        await stream.wait_ready()
+        sizes, pieces = [], []
+        async for batch in stream.batches(coalesce=0.045):
+            sizes.append(len(batch))
+            pieces.extend(batch)
+        # The first batch never waits; later ones carry the tokens of their window.
+        assert sizes[0] == 1 and max(sizes[1:]) == 5 and sum(sizes) == 20
+        assert pieces == [f"A-{i} " for i in range(20)]
+        assert stream.final_ending().outcome is Outcome.COMPLETED
+
+
+async def test_a_cancel_cuts_a_coalescing_window_short_and_nothing_after_it_is_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(interval=0.01)
+    async with open_manager(backend) as manager:
+        a = await start(manager, "A")
+        await a.wait_ready()
+        read: list[object] = []
+        cancelled_at = None
+        async for batch in a.batches(coalesce=10.0):
+            read.extend(batch)
+            if cancelled_at is None:  # after the first batch: a newer prompt arrives
+                b = manager.submit("owner", "s1", job("B"), "req-B")
+                cancelled_at = trio.current_time()
+        assert trio.current_time() == cancelled_at  # not 10 s later
+        assert read == ["A-0 "]  # the window's pieces came after the cancel: never read
+        assert a.final_ending().outcome is Outcome.SUPERSEDED
+        await manager.wait_turn(b)
+        b.close_reader()

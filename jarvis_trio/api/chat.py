@@ -68,7 +68,11 @@ async def chat_completions() -> Response:
         early = stream.ending
         if early is not None and early.error is not None and stream.tokens == 0:
             raise early.error  # failed before any output: a plain HTTP error
-        response = Response(sse_body(stream, fmt), content_type=SSE_TYPE, headers=dict(SSE_HEADERS))
+        response = Response(
+            sse_body(stream, fmt, st.settings.coalesce_ms / 1000),
+            content_type=SSE_TYPE,
+            headers=dict(SSE_HEADERS),
+        )
         response.timeout = None
     response.headers.update(headers)
     return response

@@ -13,12 +13,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_TYPE = "text/event-stream; charset=utf-8"
 
 
-async def sse_body(stream: Stream, fmt: ChunkFormat) -> AsyncIterator[str]:
+async def sse_body(stream: Stream, fmt: ChunkFormat, coalesce: float = 0.0) -> AsyncIterator[str]:
     yield fmt.role()
     # Pieces leave the channel in the order they entered the replay log, so the
     # n-th piece here is the log's n-th: a viewer resumes after ``<id>:<n>``.
     seq = 0
-    async for batch in stream.batches():
+    async for batch in stream.batches(coalesce):
         parts = []
         for piece in batch:
             seq += 1

@@ -97,7 +97,10 @@ async def _answer(kind: ndjson.Kind, asked: ChatRequest | GenerateRequest) -> Re
         early = stream.ending
         if early is not None and early.error is not None and stream.tokens == 0:
             raise _ollama_error(early.error, asked.model)  # failed before any output
-        response = Response(_ndjson_body(stream, writer), content_type=ndjson.NDJSON_TYPE)
+        response = Response(
+            _ndjson_body(stream, writer, state().settings.coalesce_ms / 1000),
+            content_type=ndjson.NDJSON_TYPE,
+        )
         response.timeout = None
     else:
         pieces, ending, durations = await _collect(stream)
@@ -122,9 +125,11 @@ def _durations(stream: Stream, first: float | None) -> ndjson.Durations:
     )
 
 
-async def _ndjson_body(stream: Stream, writer: ndjson.Writer) -> AsyncIterator[str]:
+async def _ndjson_body(
+    stream: Stream, writer: ndjson.Writer, coalesce: float
+) -> AsyncIterator[str]:
     first: float | None = None
-    async for batch in stream.batches():
+    async for batch in stream.batches(coalesce):
         first = first if first is not None else trio.current_time()
         if lines := writer.lines(batch):
             yield lines
