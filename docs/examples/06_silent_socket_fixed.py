@@ -4,7 +4,7 @@ The thread registers its socket with a cancel token the moment it has one. When
 the caller is cancelled, a small watcher task fires the token; its callback calls
 ``sock.shutdown(SHUT_RDWR)``, the blocked ``recv()`` returns at once, and the
 upstream sees EOF (which makes a real model stop generating). This is
-``jarvis_trio/threads.py`` and ``backends/upstream.py`` in miniature.
+``jarvis_trio/threads.py`` and ``backends/transport.py`` in miniature.
 """
 
 import socket

@@ -5,47 +5,40 @@ Theory of operation
 A worker thread blocked in ``recv()`` polls nothing: if the upstream is silent
 (a model loading, a stalled GPU) the thread would sit there until the model
 speaks again, holding its connection, its limiter slot and the GPU's work. So
-every request learns its own socket the moment it is connected (httpx's
-``trace`` extension reports ``connection.connect_tcp.complete`` before the
-request is even sent) and registers a callback on the stream's
-:class:`~jarvis_trio.threads.CancelToken` that shuts the socket down. On cancel
-the thread's ``recv()`` returns at once, also while it is still waiting for the
-response headers, and the upstream sees EOF, which stops generation.
+every request's socket is known to the stream's
+:class:`~jarvis_trio.threads.CancelToken` before it even connects
+(:mod:`jarvis_trio.backends.transport`: our network backend creates the socket
+and registers its shutdown on the token, then connects). On cancel the shutdown
+aborts a pending ``connect()`` (an upstream whose accept queue is full, a
+black-holed address), a TLS handshake, or a ``recv()``, also while the thread is
+still waiting for the response headers; and the upstream sees EOF, which stops
+generation.
 
-Keep-alive is off on purpose: a reused connection fires no connect event, so
-we could not tell which socket belongs to which stream.
+Keep-alive is off on purpose: each request has a connection of its own, so the
+token reaches exactly its socket.
 
-A thread can also block in ``connect()`` itself (an upstream whose accept queue
-is full, a black-holed address) until the connect timeout. So our network
-backend creates each socket itself and registers its shutdown on the token
-*before* connecting: a shutdown aborts a pending ``connect()`` at once.
-
-Transport failures are mapped to our errors here, at the boundary (as
-httpcore's ``map_exceptions`` does). After a cancel, whatever the thread
-raises is dropped by :func:`~jarvis_trio.threads.run_in_worker` in favour of
-the pending ``Cancelled``, so the shutdown's own "incomplete read" is never
-reported as an upstream failure.
+Transport failures are mapped to our errors here, at the boundary. After a
+cancel, whatever the thread raises is dropped by
+:func:`~jarvis_trio.threads.run_in_worker` in favour of the pending
+``Cancelled``, so the shutdown's own "incomplete read" is never reported as an
+upstream failure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import httpcore
 import httpx
 import trio
-from httpcore._backends.sync import SyncStream  # not exported; pinned in constraints.txt
 
 from jarvis_trio.backends.model_cache import ModelCache
+from jarvis_trio.backends.transport import TOKEN, TokenTransport
 from jarvis_trio.errors import (
     InvalidRequest,
     ServiceUnavailable,
@@ -70,57 +63,6 @@ from jarvis_trio.threads import CancelToken, run_in_worker
 ERROR_BODY_LIMIT = 64 * 1024
 
 
-# The cancel token of the request being made on this worker thread, for
-# _RegisterBeforeConnect (httpcore connects inside the request call, on this thread).
-_request_token = threading.local()
-
-
-class _RegisterBeforeConnect(httpcore.SyncBackend):
-    """httpcore's sync TCP connect, with the socket known to the token before connect()."""
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        token: CancelToken | None = getattr(_request_token, "token", None)
-        last: OSError = OSError(f"cannot resolve {host}")
-        try:
-            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise httpcore.ConnectError(exc) from exc
-        for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            if token is not None:
-                token.add_callback(lambda sock=sock: _shutdown(sock))  # type: ignore[misc]
-            try:
-                sock.settimeout(timeout)
-                if local_address is not None:
-                    sock.bind((local_address, 0))
-                sock.connect(address)
-            except TimeoutError as exc:
-                sock.close()
-                raise httpcore.ConnectTimeout(exc) from exc
-            except OSError as exc:
-                sock.close()
-                last = exc
-                continue
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return SyncStream(sock)
-        raise httpcore.ConnectError(last) from last
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # OSError: already closed, the request ended on its own.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
 class UpstreamHttp:
     """One httpx client per backend; a fresh connection per request."""
 
@@ -132,10 +74,6 @@ class UpstreamHttp:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-        transport = httpx.HTTPTransport(limits=limits)
-        # httpx offers no network_backend argument; its pool keeps one (httpcore).
-        transport._pool._network_backend = _RegisterBeforeConnect()
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -143,7 +81,7 @@ class UpstreamHttp:
             # dead after ReadTimeout); cancellation and our inactivity deadline
             # reach a silent read through the socket shutdown instead.
             timeout=httpx.Timeout(connect_timeout, read=None),
-            transport=transport,
+            transport=TokenTransport(),
         )
 
     def close(self) -> None:
@@ -160,18 +98,10 @@ class UpstreamHttp:
         headers: dict[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
         """Send a request whose response is read in the caller's (worker) thread."""
-
-        def trace(event: str, info: dict[str, Any]) -> None:
-            if event == "connection.connect_tcp.complete":
-                sock = info["return_value"].get_extra_info("socket")
-                if sock is not None:
-                    token.add_callback(lambda: _shutdown(sock))
-
         token.raise_if_cancelled()
-        _request_token.token = token
         try:
             with self._client.stream(
-                method, path, json=json, headers=headers, extensions={"trace": trace}
+                method, path, json=json, headers=headers, extensions={TOKEN: token}
             ) as response:
                 yield response
         except httpx.ConnectError as exc:
@@ -194,8 +124,6 @@ class UpstreamHttp:
                 f"The model server at {self.base_url} sent an unreadable response ({exc!r}).",
                 code="upstream_malformed",
             ) from None
-        finally:
-            _request_token.token = None
 
 
 def read_error_body(response: httpx.Response) -> str:

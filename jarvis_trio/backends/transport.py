@@ -1,0 +1,291 @@
+"""Upstream connections whose sockets a cancel token can shut down, on public httpx/httpcore API.
+
+Theory of operation
+-------------------
+httpx's own ``HTTPTransport`` keeps its httpcore connection pool to itself and takes
+no network backend. So the upstream client is assembled from public parts:
+
+- :class:`TokenNetworkBackend`, an ``httpcore.NetworkBackend`` over plain sockets. It
+  creates each socket itself and registers the socket's shutdown with the request's
+  :class:`~jarvis_trio.threads.CancelToken` *before* ``connect()``, so a cancel aborts a
+  pending connect (an overloaded or black-holed upstream) as well as a ``recv()`` on a
+  silent upstream, before or after the response headers.
+- :class:`TokenTransport`, an ``httpx.BaseTransport`` around an ``httpcore.ConnectionPool``
+  built with that backend. It adapts requests, responses and errors as httpx's own
+  transport does, and hands the request's token (the :data:`TOKEN` request extension) to
+  the backend for the duration of the connect.
+
+The shutdown is registered on a :class:`_Line`, not on a socket object: TLS wraps the
+connected socket in a new object and detaches the old one, and the line follows the
+swap (before the handshake, which a cancel must be able to abort too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import httpcore
+import httpx
+
+from jarvis_trio.threads import CancelToken
+
+# The request extension that carries the request's cancel token to the transport.
+TOKEN = "jarvis_cancel_token"
+
+# httpcore's errors as httpx's, most specific first (httpx's HTTPTransport maps the same).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc)) from exc
+        raise
+
+
+class _Line:
+    """The socket of one connection, as the cancel token's callback reaches it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._lock = threading.Lock()
+        self.sock = sock
+
+    def swap(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.sock = sock
+
+    def shutdown(self) -> None:
+        """Abort a blocked ``connect()``, ``recv()`` or handshake; the peer sees EOF."""
+        with self._lock:
+            # The plain TCP shutdown, also for a TLS socket (whose own shutdown() drops
+            # its SSL object under a reading thread). OSError: already closed, the
+            # request ended on its own.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when a read would not block: data, EOF, or an error (a dropped idle connection)."""
+    if sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class SocketStream(httpcore.NetworkStream):
+    """httpcore's view of one connection: blocking reads and writes on its socket."""
+
+    def __init__(self, line: _Line) -> None:
+        self._line = line
+
+    @property
+    def sock(self) -> socket.socket:
+        return self._line.sock
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            self.sock.settimeout(timeout)
+            return self.sock.recv(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(exc) from exc
+        except (OSError, ValueError) as exc:  # ValueError: a TLS socket after its shutdown
+            raise httpcore.ReadError(exc) from exc
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(exc) from exc
+        except (OSError, ValueError) as exc:
+            raise httpcore.WriteError(exc) from exc
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            self.sock.settimeout(timeout)
+            tls = ssl_context.wrap_socket(
+                self.sock, server_hostname=server_hostname, do_handshake_on_connect=False
+            )
+            self._line.swap(tls)  # before the handshake, which can block
+            tls.do_handshake()
+        except TimeoutError as exc:
+            self.close()
+            raise httpcore.ConnectTimeout(exc) from exc
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise httpcore.ConnectError(exc) from exc
+        return SocketStream(self._line)
+
+    def get_extra_info(self, info: str) -> Any:
+        sock = self.sock
+        if info == "socket":
+            return sock
+        if info == "ssl_object":  # httpcore reads its negotiated protocol (ALPN)
+            return sock if isinstance(sock, ssl.SSLSocket) else None
+        if info == "client_addr":
+            return sock.getsockname()
+        if info == "server_addr":
+            return sock.getpeername()
+        if info == "is_readable":
+            return _readable(sock)
+        return None
+
+
+class TokenNetworkBackend(httpcore.NetworkBackend):
+    """TCP connections whose socket is known to the request's cancel token before connect()."""
+
+    def __init__(self) -> None:
+        # The token of the request being made on this worker thread: httpcore connects
+        # inside the pool's handle_request, on the thread that called it.
+        self._current = threading.local()
+
+    @contextlib.contextmanager
+    def token(self, token: CancelToken | None) -> Iterator[None]:
+        """Connections made on this thread inside the block answer to ``token``."""
+        self._current.token = token
+        try:
+            yield
+        finally:
+            self._current.token = None
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        token: CancelToken | None = getattr(self._current, "token", None)
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(exc) from exc
+        last: OSError = OSError(f"cannot resolve {host}")
+        for family, kind, proto, _, address in addresses:
+            line = _Line(socket.socket(family, kind, proto))
+            if token is not None:
+                token.add_callback(line.shutdown)
+            sock = line.sock
+            try:
+                sock.settimeout(timeout)
+                if local_address is not None:
+                    sock.bind((local_address, 0))
+                sock.connect(address)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpcore.ConnectTimeout(exc) from exc
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return SocketStream(line)
+        raise httpcore.ConnectError(last) from last
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("upstreams are reached over TCP")
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    """httpcore's response body, with its errors as httpx's."""
+
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            with _httpx_errors():
+                close()
+
+
+class TokenTransport(httpx.BaseTransport):
+    """An httpx transport over an httpcore pool of :class:`TokenNetworkBackend` connections.
+
+    A request names its cancel token in the :data:`TOKEN` extension. No keep-alive: each
+    request has a connection of its own, so its token reaches exactly its socket.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._backend = TokenNetworkBackend()
+        self._connections = httpcore.ConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(),
+            max_connections=None,
+            max_keepalive_connections=0,
+            network_backend=self._backend,
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        extensions: Mapping[str, Any] = request.extensions
+        token = extensions.get(TOKEN)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions={k: v for k, v in extensions.items() if k != TOKEN},
+        )
+        with self._backend.token(token), _httpx_errors():
+            response = self._connections.handle_request(core_request)
+        assert isinstance(response.stream, Iterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._connections.close()
