@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from jarvis_trio.testing import Spawned, spawn
+from jarvis_trio.testing import ServerProcess, spawn
 
 BIN = Path(sys.executable).parent
 VARIANTS = ("trio", "asyncio")
@@ -37,7 +37,7 @@ class Stack:
     sim_url: str
     server: psutil.Process
     sim: psutil.Process
-    spawned: Spawned
+    spawned: ServerProcess
     tokens_per_second: float  # the simulator's pace, per stream
 
     @property

@@ -14,18 +14,11 @@ import httpx
 import pytest
 import trio
 
+from jarvis_trio.testing import open_server_process
 from jarvis_trio.tools.host import ToolHost
 from jarvis_trio.tools.lifetime import EXTENSION
 from tests.conftest import RunningServer, StartServer, log_lines
-from tests.helpers import (
-    deadline,
-    eventually,
-    open_server_process,
-    outcome_of,
-    read_all_events,
-    sse_events,
-    text_of,
-)
+from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of
 from tests.test_mcp_host import alive, read_log, server_entry, wait_for_log
 
 CHAT = "/v1/chat/completions"

@@ -25,16 +25,9 @@ from benchmarks.asyncio_variant.registry import StreamEntry, StreamRegistry
 from jarvis_trio.backends.sim import sim_pieces
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from jarvis_trio.schemas import parse_chat_request
+from jarvis_trio.testing import open_server_process
 from tests.conftest import log_lines
-from tests.helpers import (
-    deadline,
-    eventually,
-    open_server_process,
-    outcome_of,
-    read_all_events,
-    sse_events,
-    text_of,
-)
+from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of
 
 REPO = Path(__file__).parents[1]
 READY = re.compile(r"server_listening url=(http://\S+)")

@@ -16,14 +16,8 @@ import pytest
 import trio
 
 from jarvis_trio.cli import main
-from tests.helpers import (
-    ServerProcess,
-    deadline,
-    open_server_process,
-    outcome_of,
-    read_all_events,
-    sse_events,
-)
+from jarvis_trio.testing import ServerProcess, open_server_process
+from tests.helpers import deadline, outcome_of, read_all_events, sse_events
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parents[1]

@@ -17,13 +17,14 @@ import pytest
 import trio
 
 from jarvis_trio.cli import main
+from jarvis_trio.testing import open_server_process
 from jarvis_trio.tools.config import McpConfigError, load_mcp_config, parse_mcp_config
 from jarvis_trio.tools.host import ToolHost
 from jarvis_trio.tools.ledger import Ledger
 from jarvis_trio.tools.lifetime import EXTENSION
 from jarvis_trio.tools.server import ServerLimits
 from tests.conftest import StartServer, log_lines
-from tests.helpers import deadline, eventually, open_server_process
+from tests.helpers import deadline, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.5  # JARVIS_AGENT_CANCEL_TIMEOUT's default

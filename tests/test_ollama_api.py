@@ -24,9 +24,10 @@ import trio
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
+from jarvis_trio.testing import open_server_process
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.fake_openai import FakeOpenAI, serve_fake_openai
-from tests.helpers import ADD, deadline, eventually, open_server_process, sse_events
+from tests.helpers import ADD, deadline, eventually, sse_events
 
 MODEL = "jarvis-sim"
 LONG = "Long essay about AI"

@@ -28,18 +28,15 @@ import trio
 
 from jarvis_trio.errors import RegistryUnavailable
 from jarvis_trio.registry.redis import RedisRegistry
-from jarvis_trio.testing import REDIS_SERVER, free_port, hypercorn_argv
-from tests.helpers import (
+from jarvis_trio.testing import (
+    REDIS_SERVER,
     ServerProcess,
-    deadline,
-    eventually,
+    free_port,
+    hypercorn_argv,
     open_redis_server,
     open_server_process,
-    outcome_of,
-    read_all_events,
-    sse_events,
-    text_of,
 )
+from tests.helpers import deadline, eventually, outcome_of, read_all_events, sse_events, text_of
 
 pytestmark = pytest.mark.skipif(
     not os.access(REDIS_SERVER, os.X_OK), reason="needs Debian's redis-server (make redis)"

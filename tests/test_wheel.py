@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.helpers import deadline, open_server_process, read_all_events
+from jarvis_trio.testing import open_server_process
+from tests.helpers import deadline, read_all_events
 
 ROOT = Path(__file__).parents[1]
 SERVE_READY = r"server_listening url=(http://\S+)"
