@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint typecheck unit docs docs-serve install lock clean config-docs bench bench-full \
+.PHONY: run test test-fast lint typecheck unit docs docs-serve install lock clean config-docs bench bench-full \
 	bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
@@ -56,6 +56,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## The inner loop while editing: the suite without the Chromium and Redis tests (no
+## apt-get, no lint); the tests are in tests/<layer>/ (unit, trio, http, processes, browser).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not browser and not redis"
 
 ## Build the docs site into site/ (warnings are errors); the examples run in `make unit`.
 docs: $(STAMP)

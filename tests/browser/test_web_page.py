@@ -189,6 +189,7 @@ def test_stop_shows_stopped_once_joined_and_nothing_stays_live(server: str, page
     assert [r for r in requests if r["session_id"] == session_of(page)] == []
 
 
+@pytest.mark.slow
 def test_refresh_mid_answer_keeps_the_text_and_continues_to_done(server: str, page: Page) -> None:
     page.goto(server)
     send(page, LONG)
@@ -210,6 +211,7 @@ def test_refresh_mid_answer_keeps_the_text_and_continues_to_done(server: str, pa
     expect(page.get_by_test_id("user-message")).to_have_text([LONG])
 
 
+@pytest.mark.slow
 def test_refresh_in_a_new_tab_state_replays_the_whole_answer(server: str, page: Page) -> None:
     """Without the stored transcript (storage cleared but the same session id), the
     viewer's replay alone rebuilds the whole answer."""
@@ -472,6 +474,7 @@ def test_html_in_model_output_never_runs_or_loads(canned_server: str, page: Page
     assert remote == []
 
 
+@pytest.mark.slow
 def test_follows_the_answer_down_and_stays_put_when_scrolled_up(server: str, page: Page) -> None:
     page.set_viewport_size({"width": 900, "height": 520})
     page.goto(server)
@@ -510,6 +513,7 @@ def test_follows_the_answer_down_and_stays_put_when_scrolled_up(server: str, pag
     assert streaming_box and stopped_box and stopped_box["height"] == streaming_box["height"]
 
 
+@pytest.mark.slow
 def test_chats_survive_a_reload_and_switching_leaves_a_stream_streaming(
     server: str, page: Page
 ) -> None:
@@ -552,6 +556,7 @@ def test_chats_survive_a_reload_and_switching_leaves_a_stream_streaming(
     assert text_of(first) == expected_answer(LONG)  # re-attached after the reload, intact
 
 
+@pytest.mark.slow
 def test_partial_answers_are_in_the_next_requests_messages(server: str, page: Page) -> None:
     page.goto(server)
     send(page, LONG)
@@ -577,6 +582,7 @@ def test_partial_answers_are_in_the_next_requests_messages(server: str, page: Pa
     expect(answers(page).nth(2)).to_have_attribute("data-status", "done")
 
 
+@pytest.mark.slow
 def test_edit_and_resend_supersedes_the_live_stream(server: str, page: Page) -> None:
     page.goto(server)
     send(page, SHORT)
@@ -624,6 +630,7 @@ def test_system_prompt_and_model_reach_the_request(server: str, page: Page) -> N
     expect(page.get_by_test_id("model-select")).to_have_value(MODEL_ID)
 
 
+@pytest.mark.slow
 def test_regenerate_replaces_the_last_answer(server: str, page: Page) -> None:
     page.goto(server)
     send(page, SHORT)
@@ -708,6 +715,7 @@ def test_usable_at_phone_width(canned_server: str, page: Page) -> None:
     page.screenshot(path=ARTIFACTS / "chat-phone.png")
 
 
+@pytest.mark.slow
 def test_chats_are_renamed_and_deleted(server: str, page: Page) -> None:
     page.goto(server)
     send(page, SHORT)
@@ -739,6 +747,7 @@ def test_chats_are_renamed_and_deleted(server: str, page: Page) -> None:
     expect(items).to_have_count(1)
 
 
+@pytest.mark.slow
 def test_another_tab_sees_the_chat_and_follows_its_answer(server: str, page: Page) -> None:
     other = page.context.new_page()  # the same origin's storage: the same chats
     other.goto(server)
@@ -867,6 +876,7 @@ def steps(page: Page) -> Locator:
     return page.get_by_test_id("tool-step")
 
 
+@pytest.mark.slow
 def test_agent_mode_shows_a_tool_call_as_a_step_kept_across_a_reload(
     tools_server: str, page: Page
 ) -> None:
@@ -944,6 +954,7 @@ def test_a_failed_call_is_an_error_step_and_its_result_is_text(
     expect(answer.locator("img")).to_have_count(0)  # nothing of it became an element
 
 
+@pytest.mark.slow
 def test_a_refresh_during_a_tool_call_replays_the_step_once(tools_server: str, page: Page) -> None:
     page.goto(tools_server)
     page.get_by_test_id("agent-toggle").check()

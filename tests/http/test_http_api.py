@@ -246,6 +246,7 @@ async def test_stop_endpoint_joins_the_stream_and_says_how_it_ended(
     assert outcome_of(rest[-2]) == "stopped"
 
 
+@pytest.mark.slow
 @deadline(20)
 async def test_stop_reports_a_join_timeout(start_server: StartServer) -> None:
     server = await start_server(FakeBackend(die_after={"A": 3.0}), prev_stream_timeout=0.2)

@@ -32,6 +32,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 @deadline(240)
 async def test_storm_leaves_no_double_live_stream_no_hang_and_no_leak(
     start_server: StartServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture

@@ -258,6 +258,7 @@ async def test_without_agent_mode_the_tools_are_not_offered(
     assert not [e for e in read_log(log) if e["event"] == "call"]
 
 
+@pytest.mark.slow
 @deadline(60)
 async def test_sigterm_with_an_agent_run_in_flight_leaves_no_mcp_process(tmp_path: Path) -> None:
     log = tmp_path / "mcp.jsonl"

@@ -276,6 +276,7 @@ async def test_superseded_plain_request_gets_409_and_stop_joins_the_stream() -> 
         assert again["result"] == "nothing_live"
 
 
+@pytest.mark.slow
 @deadline(40)
 async def test_seed_verification_snippet_passes_against_the_baseline() -> None:
     """The original notes' A-then-B check (``tests/processes/data/seed_000_verify.py.txt``), with
@@ -395,6 +396,7 @@ async def test_client_disconnect_ends_the_task_but_not_the_upstream_read() -> No
         assert (a_request.outcome, a_request.tokens_sent) == ("completed", 40)
 
 
+@pytest.mark.slow
 @deadline(20)
 async def test_silent_upstreams_use_up_the_executor_and_hold_shutdown() -> None:
     """The notes' hang, back: blocked threads add up until no answer can start.

@@ -101,6 +101,7 @@ def test_seed_snippet_is_the_original_one() -> None:
     assert snippet.strip() in SEED.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 @deadline(60)
 async def test_seed_verification_snippet_passes_unchanged_against_make_run_server() -> None:
     """The first original note's check, verbatim, against `jarvis-trio serve` on :8000.
@@ -194,6 +195,7 @@ async def test_serve_with_the_ollama_backend_against_the_simulator_process() -> 
     assert "backend_selected" not in "\n".join(server.output)  # explicit, no probing
 
 
+@pytest.mark.slow
 @deadline(90)
 async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
     """Every client gets a clean final event, every upstream connection is closed, and
@@ -249,6 +251,7 @@ async def test_sigterm_with_100_live_streams_half_on_silent_upstreams() -> None:
         assert done == "[DONE]"
 
 
+@pytest.mark.slow
 @deadline(40)
 async def test_sigterm_exits_even_when_clients_stopped_reading() -> None:
     """Found in review: hypercorn shields its socket writes, so a client that reads
@@ -321,6 +324,7 @@ async def test_jarvis_port_from_the_environment_is_the_port() -> None:
 MAKE = shutil.which("make")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     MAKE is None or not (ROOT / ".venv" / "bin" / "jarvis-trio").exists(),
     reason="needs make and the checkout's .venv (make install)",

@@ -94,6 +94,7 @@ headers = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 def test_a_thousand_generated_bad_requests_get_only_4xx_json(server_url: str) -> None:
     statuses: Counter[int] = Counter()
     with httpx.Client(base_url=server_url, timeout=10) as client:

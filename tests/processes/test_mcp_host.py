@@ -251,6 +251,7 @@ async def test_a_tool_that_ignores_its_cancel_does_not_hold_the_caller(
     assert not any(line.startswith("tool_call_end") and "outcome=ok" in line for line in lines())
 
 
+@pytest.mark.slow
 async def test_a_cancel_that_cannot_be_delivered_is_abandoned_and_the_server_restarted(
     host_for: HostFactory, log: Path, lines: Callable[[], list[str]]
 ) -> None:
@@ -293,6 +294,7 @@ async def test_a_cancel_that_cannot_be_delivered_is_abandoned_and_the_server_res
     assert not psutil.pid_exists(first_pid or 0)
 
 
+@pytest.mark.slow
 async def test_a_server_that_crashes_mid_call_gives_an_error_and_is_restarted(
     host_for: HostFactory, log: Path, lines: Callable[[], list[str]]
 ) -> None:
@@ -347,6 +349,7 @@ async def test_a_server_that_cannot_start_is_retried_and_its_tools_unavailable(
     assert delays[:3] == ["50", "100", "200"]
 
 
+@pytest.mark.slow
 async def test_shutdown_ends_every_mcp_process_and_their_children_with_calls_in_flight(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -419,6 +422,7 @@ def test_serve_reports_a_bad_mcp_config(tmp_path: Path, capsys: pytest.CaptureFi
     assert "mcpServers.fs.args: Input should be a valid list" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @deadline(40)
 async def test_serve_starts_the_mcp_servers_and_ends_them_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "server.jsonl"

@@ -76,6 +76,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow
 def test_generated_bad_ollama_requests_get_only_ollama_4xx(server_url: str) -> None:
     statuses: Counter[int] = Counter()
     with httpx.Client(base_url=server_url, timeout=10) as client:

@@ -45,9 +45,12 @@ from tests.support.helpers import (
     text_of,
 )
 
-pytestmark = pytest.mark.skipif(
-    not os.access(REDIS_SERVER, os.X_OK), reason="needs Debian's redis-server (make redis)"
-)
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(
+        not os.access(REDIS_SERVER, os.X_OK), reason="needs Debian's redis-server (make redis)"
+    ),
+]
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
@@ -178,6 +181,7 @@ def log_worker_of(log: str, stream_id: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 @deadline(120)
 async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
     tmp_path: Path,
@@ -223,6 +227,7 @@ async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
     )
 
 
+@pytest.mark.slow
 @deadline(90)
 async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None:
     async with open_stack(tmp_path) as stack:
@@ -265,6 +270,7 @@ async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None
     assert stats["open_connections"] == 0
 
 
+@pytest.mark.slow
 @deadline(90)
 async def test_a_killed_worker_frees_its_sessions_within_the_lease(tmp_path: Path) -> None:
     """`hypercorn -w 2` and a second replica share Redis. A streams on a hypercorn
@@ -333,6 +339,7 @@ async def post_session(client: httpx.AsyncClient, session: str | None) -> httpx.
     return await client.post(CHAT, json=body, headers=headers)
 
 
+@pytest.mark.slow
 @deadline(120)
 async def test_redis_stopped_mid_run_gives_clear_errors_then_service_comes_back(
     tmp_path: Path,

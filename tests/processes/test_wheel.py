@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from jarvis_trio.testing import open_server_process
@@ -43,6 +44,7 @@ async def run(argv: list[str], *, cwd: Path, within: float) -> str:
     return out
 
 
+@pytest.mark.slow
 @deadline(170)
 async def test_the_built_wheel_installs_and_serves_in_a_fresh_venv(tmp_path: Path) -> None:
     dist, venv = tmp_path / "dist", tmp_path / "venv"

@@ -293,6 +293,7 @@ async def test_storm_never_lets_two_streams_of_a_session_emit_at_once(
     assert manager.statistics().sessions == 0
 
 
+@pytest.mark.slow
 async def test_millions_of_one_off_sessions_do_not_grow_memory(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
