@@ -11,8 +11,8 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint imports typecheck unit docs docs-serve install lock lock-peers clean config-docs \
-	bench bench-full bench-peers bench-scaleout browser redis
+.PHONY: run test test-fast lint imports typecheck unit docs docs-serve install lock lock-peers clean \
+	config-docs bench bench-full bench-peers bench-scaleout browser redis
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## The inner loop while editing: the suite without the Chromium, Redis and slow tests (no
+## apt-get, no lint); the tests are in tests/<layer>/ (unit, trio, http, processes, browser).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not browser and not redis and not slow"
 
 ## Build the docs site into site/ (warnings are errors); the examples run in `make unit`.
 docs: $(STAMP)

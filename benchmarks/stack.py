@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from jarvis_trio.testing import Spawned, free_port, spawn
+from jarvis_trio.testing import ServerProcess, free_port, spawn
 
 BIN = Path(sys.executable).parent
 VARIANTS = ("trio", "asyncio")
@@ -53,7 +53,7 @@ class Stack:
     sim_url: str
     server: psutil.Process
     sim: psutil.Process
-    spawned: Spawned
+    spawned: ServerProcess
     tokens_per_second: float  # the simulator's pace, per stream
     headers: dict[str, str] = field(default_factory=dict)  # for every client request
     sessions: bool = True  # False: X-Session-Id means nothing to this gateway
@@ -118,7 +118,7 @@ LITELLM_ENV = {
 @contextmanager
 def _spawn_gateway(
     variant: str, sim_url: str, env: dict[str, str] | None, stop_grace: float
-) -> Iterator[Spawned]:
+) -> Iterator[ServerProcess]:
     if variant not in PEERS:
         with spawn(
             server_argv(variant, sim_url), SERVER_READY, env=env, stop_grace=stop_grace

@@ -27,7 +27,7 @@ Counted afterwards:
   then starts anyway, so the simulator may see two live upstreams).
 
 Both variants run with a 1 s inactivity timeout (a stalled upstream that
-nothing supersedes then ends) and a 1 s join budget, as ``tests/test_storm.py``.
+nothing supersedes then ends) and a 1 s join budget, as ``tests/http/test_storm.py``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from benchmarks.load import StreamCount, chat_body, open_client, read_stream
 from benchmarks.stack import Stack
 
 MODEL = "llama3.2:1b"
-# As tests/test_storm.py: requests beyond this many open connections wait in the
+# As tests/http/test_storm.py: requests beyond this many open connections wait in the
 # client's pool (and their wait counts toward their timeout), not in the server's
 # listen backlog, whose overflow would measure the kernel's SYN retry timer.
 MAX_CONNECTIONS = 200

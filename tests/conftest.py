@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,16 @@ from jarvis_trio.config import Settings
 from jarvis_trio.generation import Backend
 from jarvis_trio.server import serve
 from jarvis_trio.sessions import SessionManager
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The marks a test's directory implies: everything in tests/browser/ drives Chromium.
+    (``redis`` and ``slow`` are set by the tests themselves.)"""
+    for item in items:
+        if item.path.is_relative_to(TESTS / "browser"):
+            item.add_marker(pytest.mark.browser)
 
 
 @dataclass

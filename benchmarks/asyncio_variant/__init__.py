@@ -42,7 +42,7 @@ Faithful to the notes
   ``stream_end``. In agent mode the agent task runs the MCP tool calls the embedded
   model's planner picks, then answers with their results (one step).
 
-What that design does (measured by ``tests/test_asyncio_variant.py``)
+What that design does (measured by ``tests/processes/test_asyncio_variant.py``)
 --------------------------------------------------------------------
 * **The join is over before the read is.** Cancelling a task that awaits
   ``asyncio.to_thread`` abandons the thread; the task ends at once. So B waits

@@ -1,0 +1,158 @@
+"""The thread-to-trio piece relay: order, backpressure, cancel, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import trio
+
+from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import Output
+from jarvis_trio.relay import RELAY_LIMIT, PieceRelay, relay_from_worker
+from jarvis_trio.threads import CancelToken
+from tests.support.helpers import deadline
+
+
+class ListSink:
+    """A sink that records what it gets; ``gate`` (when set) holds every send."""
+
+    def __init__(self, gate: trio.Event | None = None) -> None:
+        self.got: list[Output] = []
+        self.gate = gate
+
+    def opened(self, model: str | None = None) -> None:
+        pass
+
+    async def send(self, text: Output) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        await trio.lowlevel.checkpoint()
+        self.got.append(text)
+
+
+@deadline(10)
+async def test_every_piece_arrives_once_in_order() -> None:
+    sink = ListSink()
+
+    def produce(token: CancelToken, relay: PieceRelay) -> int:
+        for i in range(2000):
+            relay.put(str(i))
+        return 2000
+
+    assert await relay_from_worker(produce, sink) == 2000
+    assert sink.got == [str(i) for i in range(2000)]
+
+
+@deadline(10)
+async def test_a_held_sink_holds_the_thread_at_the_limit() -> None:
+    gate = trio.Event()
+    sink = ListSink(gate)
+    put = 0
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        nonlocal put
+        for i in range(100):
+            relay.put(str(i))
+            put += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay_from_worker, produce, sink)
+        # Until the thread is held: no put has returned for 0.1 s (bounded by the deadline).
+        last = -1
+        while put < RELAY_LIMIT or put != last:
+            last = put
+            await trio.sleep(0.1)
+        # The pump took one batch and waits in send; the thread filled the relay again.
+        assert RELAY_LIMIT < put <= 2 * RELAY_LIMIT
+        gate.set()
+    assert sink.got == [str(i) for i in range(100)]
+
+
+@deadline(10)
+async def test_cancel_frees_a_thread_waiting_for_room_and_sends_nothing_more() -> None:
+    sink = ListSink(trio.Event())  # never opens: the relay fills up
+    put = 0
+    returned_after: list[float] = []
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        nonlocal put
+        try:
+            for i in range(1000):
+                relay.put(str(i))
+                put += 1
+        finally:
+            returned_after.append(time.monotonic())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay_from_worker, produce, sink)
+        # Until the thread is stuck: the relay is full and no put has returned for 0.1 s.
+        last = -1
+        while put < RELAY_LIMIT or put != last:  # bounded by the test's deadline
+            last = put
+            await trio.sleep(0.1)
+        assert not returned_after  # still waiting for room
+        cancelled_at = time.monotonic()
+        nursery.cancel_scope.cancel()
+    assert returned_after and returned_after[0] - cancelled_at < 1.0
+    assert put <= 2 * RELAY_LIMIT
+    assert sink.got == []
+
+
+@deadline(10)
+async def test_pieces_put_before_an_error_arrive_before_it() -> None:
+    sink = ListSink()
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(50):
+            relay.put(str(i))
+        raise UpstreamError("mid-answer failure", code="upstream_error")
+
+    with pytest.raises(UpstreamError):
+        await relay_from_worker(produce, sink)
+    assert sink.got == [str(i) for i in range(50)]
+
+
+@deadline(10)
+async def test_a_cancel_reaches_the_caller_as_a_plain_cancelled() -> None:
+    sink = ListSink()
+    started = threading.Event()
+    seen: list[type[BaseException]] = []
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        relay.put("a")
+        started.set()
+        token.wait(30)  # raises WorkerCancelled when the token fires
+
+    async def call() -> None:
+        try:
+            await relay_from_worker(produce, sink)
+        except BaseException as exc:
+            seen.append(type(exc))
+            raise
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.to_thread.run_sync(started.wait)
+        nursery.cancel_scope.cancel()
+    assert seen == [trio.Cancelled]
+
+
+class FailingSink(ListSink):
+    async def send(self, text: Output) -> None:
+        raise UpstreamError("the sink failed", code="upstream_error")
+
+
+@deadline(10)
+async def test_an_error_of_the_sink_reaches_the_caller_plain() -> None:
+    """Found in review: it came out wrapped in an ExceptionGroup, which ``except ApiError``
+    in the session glue would miss."""
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(1000):
+            relay.put(str(i))
+            token.raise_if_cancelled()
+
+    with pytest.raises(UpstreamError, match="the sink failed"):
+        await relay_from_worker(produce, FailingSink())
