@@ -173,6 +173,10 @@ class SessionRules:
             return StreamState.ZOMBIE
         return None
 
+    def join_deadline(self, stream: StreamId) -> float | None:
+        """Until when ``stream`` is joined, if it is the one being cancelled."""
+        return self.deadline if stream == self.dying else None
+
     def running(self) -> set[StreamId]:
         """Streams whose tasks may still be running (live, dying or zombie)."""
         out = set(self.zombies)

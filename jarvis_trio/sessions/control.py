@@ -22,13 +22,14 @@ async def stop_here(table: SessionTable, owner: str, session_id: str) -> StopRep
     session = table.sessions.get((owner, session_id))
     if session is None:
         return StopReport("nothing_live")
-    actions, wait = session.rules.cancel_all(CancelReason.STOPPED, trio.current_time())
+    now = trio.current_time()
+    actions, wait = session.rules.cancel_all(CancelReason.STOPPED, now)
     # Take the stream to join before the actions run: applying them may release it.
     target = session.entries.get(wait.joining) if wait is not None else None
     table.apply(session, actions)
     if wait is None or target is None:
         return StopReport("nothing_live")
-    return await _join(table, session, target.stream, wait.deadline)
+    return await _join(table, session, target.stream, wait.deadline, since=now)
 
 
 async def cancel_request(table: SessionTable, owner: str, stream_id: str) -> StopReport:
@@ -43,7 +44,9 @@ async def cancel_request(table: SessionTable, owner: str, stream_id: str) -> Sto
     table.cancel(session, stream_id, CancelReason.STOPPED)
     if state is StreamState.WAITING:
         return StopReport("never_started", stream_id)
-    deadline = rules.deadline if rules.dying == stream_id else trio.current_time()
+    deadline = rules.join_deadline(stream_id)
+    if deadline is None:  # released already (its answer was over): nothing to wait for
+        deadline = trio.current_time()
     return await _join(table, session, entry.stream, deadline)
 
 
@@ -71,9 +74,16 @@ def requests_of(table: SessionTable, owner: str) -> list[RequestInfo]:
 
 
 async def _join(
-    table: SessionTable, session: Session, target: Stream, deadline: float
+    table: SessionTable,
+    session: Session,
+    target: Stream,
+    deadline: float,
+    *,
+    since: float | None = None,
 ) -> StopReport:
-    started = trio.current_time()
+    """Wait for ``target`` until ``deadline``; ``waited_ms`` counts from ``since`` (the
+    cancel), so a join that ran out of budget reports at least the budget."""
+    started = trio.current_time() if since is None else since
     with trio.move_on_at(deadline):
         await target.producer_ended.wait()
     waited_ms = (trio.current_time() - started) * 1000

@@ -84,7 +84,11 @@ class SessionManager:
         self.registry = registry
         self.observer: Observer = observer or NullObserver()
         self.join_budget = join_budget
-        self.limits = StreamLimits(inactivity_seconds, first_token_seconds, replay_chars)
+        self.limits = StreamLimits(
+            inactivity_seconds=inactivity_seconds,
+            first_token_seconds=first_token_seconds,
+            replay_chars=replay_chars,
+        )
         # Who may open a stream (None: no bound but the thread limiter's).
         self._admission = Admission(max_streams or sys.maxsize, retry_after)
         self._table = SessionTable(

@@ -15,7 +15,8 @@ class Observer(Protocol):
     def stream_ended(self, outcome: Outcome, seconds: float) -> None: ...
 
     def join_finished(self, clean: bool, seconds: float) -> None:
-        """A cancelled stream's task ended within its budget (``clean``) or ran past it."""
+        """A cancelled stream was released within its join budget (``clean``; its task
+        ended, and its reader was cut off), or the budget ran out first."""
 
     def cancel_to_closed(self, seconds: float) -> None:
         """From a stream's cancel until its backend returned (its upstream closed)."""

@@ -1,8 +1,8 @@
 """Run one stream's backend call under the stream's cancel scope, and say how it ended.
 
 The runner knows the stream and the backend, never the session: it returns an
-:class:`~jarvis_trio.outcomes.Ending`, and the manager carries that out (tells
-the rules, releases, logs). Deciding how a cut-short stream ended is pure
+:class:`~jarvis_trio.outcomes.Ending`, and the session table carries that out
+(tells the rules, releases, logs). Deciding how a cut-short stream ended is pure
 (:func:`cut_short`); everything else here is the one ``await`` on the backend.
 """
 
@@ -55,7 +55,7 @@ def cut_short(stream: Stream) -> Ending:
 
     Cancelled (supersede, Stop, disconnect, shutdown): for that reason. Otherwise its
     deadline passed: blocked on a client that reads nothing, it ends as a disconnect
-    (the manager then cuts the reader off through the rules); else no first token,
+    (the session table then cuts the reader off through the rules); else no first token,
     or no output, in time.
     """
     if stream.cancel_reason is not None:

@@ -39,6 +39,8 @@ from jarvis_trio.streams import Stream
 
 
 class SessionTable:
+    """Every session and stream the manager knows of; carries out the rules' actions."""
+
     def __init__(
         self,
         backend: Backend,
@@ -132,7 +134,8 @@ class SessionTable:
                     trace=action.stream,
                 )
             elif isinstance(action, Joined):
-                assert releasing is not None and releasing.cancelled_at is not None
+                assert releasing is not None and releasing.id == action.stream
+                assert releasing.cancelled_at is not None
                 self.observer.join_finished(
                     clean=True, seconds=trio.current_time() - releasing.cancelled_at
                 )
@@ -216,10 +219,8 @@ class SessionTable:
         session.nursery.start_soon(lease.keep, superseded)
 
     def _ended(self, session: Session, stream: Stream, ending: Ending) -> None:
-        if ending.outcome is Outcome.DISCONNECTED and stream.cancel_reason is None:
-            # Cut short while blocked on a client that reads nothing: cut its reader
-            # off too, or the session would wait for it.
-            self.cancel(session, stream.id, CancelReason.DISCONNECTED)
+        # Cut short while blocked on a client that reads nothing (runner.cut_short).
+        stuck = ending.outcome is Outcome.DISCONNECTED and stream.cancel_reason is None
         stream.end(ending)
         assert stream.started_at is not None
         duration = trio.current_time() - stream.started_at
@@ -236,15 +237,19 @@ class SessionTable:
             tokens=stream.tokens,
         )
         try:
-            if stream.reader_done or stream.cancel_reason is not None:
+            if stuck:
+                # Cut its reader off too, through the rules as any disconnect (a join
+                # of 0 s: its task is over), or the session would wait for it.
+                self.cancel(session, stream.id, CancelReason.DISCONNECTED)
+            elif stream.reader_done or stream.cancel_reason is not None:
                 self.release(session, stream)
             else:
                 # Released when its reader is done (Stream.on_reader_done); a reader
                 # stuck on a client that reads nothing is cut off.
                 assert session.nursery is not None
-                stuck = partial(self.cancel, session, stream.id, CancelReason.DISCONNECTED)
+                gone = partial(self.cancel, session, stream.id, CancelReason.DISCONNECTED)
                 session.nursery.start_soon(
-                    cut_off_stuck_reader, stream, self.inactivity_seconds, stuck
+                    cut_off_stuck_reader, stream, self.inactivity_seconds, gone
                 )
         except Exception:
             # A bug here must cost one session, not the server (an exception would

@@ -1,7 +1,7 @@
 """Timers that end a stream whose client is gone without saying so.
 
-Both only watch and call back; the manager cancels through the rules (as a
-disconnect), like any other cancel.
+Both only watch and call back; the session table cancels through the rules (as
+a disconnect), like any other cancel.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ async def cut_off_stuck_reader(
     stream: Stream, inactivity_seconds: float, on_stuck: Callable[[], None]
 ) -> None:
     """The answer is complete but its client stopped reading: after the inactivity
-    time without a read, ``on_stuck`` (the manager treats the client as gone)."""
+    time without a read, ``on_stuck`` (the table treats the client as gone)."""
     while not stream.reader_done:
         with trio.move_on_at(stream.last_read_at + inactivity_seconds):
             await stream.reader_ended.wait()

@@ -138,4 +138,4 @@ async def test_a_superseded_stream_is_read_without_error(server: RunningServer) 
         else:
             whole = functools.reduce(operator.add, out)  # LangChain merges its chunks so
             assert whole.response_metadata.get("finish_reason") == "stop"
-        assert len(out) < 100  # cut short: the essay is 600 words
+        assert len(out) < 500  # cut short: the essay is 600 words (slack for a loaded machine)

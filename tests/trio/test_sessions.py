@@ -393,7 +393,8 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_model(
 ) -> None:
     """Found in review: a slow reader ended as "No output for N s" from a healthy model."""
     backend = FakeBackend(interval=0.01, tokens=1000)
-    async with open_manager(backend, inactivity=5.0) as manager:
+    observer = RecordingObserver()
+    async with open_manager(backend, inactivity=5.0, observer=observer) as manager:
         a = await start(manager, "A")
         await trio.sleep(6.0)  # the client pauses; the buffer fills in 0.64 s
         assert a.tokens == 64  # the buffer filled; the blocked send never completed
@@ -402,10 +403,14 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_model(
         assert text == ""  # treated as gone: its reader is cut off, as on any disconnect
         assert manager.statistics().sessions == 0
         assert backend.ends["A"] == pytest.approx(backend.starts["A"] + 0.64 + 5.0)
-    assert any(
-        r.__dict__.get("jarvis_fields", {}).get("reason") == "client_not_reading"
+        # Cut off through the rules, as any disconnect: one join, of 0 s (its task is over).
+        assert observer.joins == [(True, 0.0)]
+    reasons = [
+        r.__dict__.get("jarvis_fields", {}).get("reason")
         for r in caplog.records
-    )
+        if r.getMessage() == "stream_cancelled"
+    ]
+    assert reasons == ["client_not_reading", "disconnected"]
 
 
 async def test_first_token_timeout_is_separate_and_longer_than_inactivity(
