@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JARVIS_", frozen=True, extra="ignore", populate_by_name=True
     )
+
+    def __init__(self, **values: Any) -> None:
+        # A keyword argument by an old name still counts (the new name wins).
+        if "prev_stream_timeout" in values:
+            values.setdefault("join_budget", values.pop("prev_stream_timeout"))
+        super().__init__(**values)
 
     host: str = Field("127.0.0.1", description="Address `jarvis-trio serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `jarvis-trio serve` listens on.")

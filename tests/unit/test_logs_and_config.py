@@ -57,6 +57,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.log_format == "json"
     monkeypatch.setenv("JARVIS_JOIN_BUDGET", "0.25")
     assert Settings().join_budget == 0.25  # the new name wins
+    assert Settings(prev_stream_timeout=0.75).join_budget == 0.75  # the old keyword too
 
 
 def test_loopback_addresses() -> None:
