@@ -17,6 +17,22 @@ from jarvis_trio.sessions.table import SessionTable
 from jarvis_trio.streams import Stream
 
 
+async def stop(table: SessionTable, owner: str, session_id: str) -> StopReport:
+    """Stop the session's stream, here or (with a registry) in whichever process runs it:
+    a generation of its own stops older streams everywhere; when none runs here, wait
+    (within the join budget) for the lease's holder to give it back."""
+    registry = table.registry
+    if registry is None:
+        return await stop_here(table, owner, session_id)
+    started = trio.current_time()
+    claim = await registry.claim(owner, session_id, stop=True)
+    report = await stop_here(table, owner, session_id)
+    if report.result != "nothing_live":
+        return report
+    result = await registry.wait_stopped(claim, claim.claimed_at + table.join_budget)
+    return StopReport(result, None, (trio.current_time() - started) * 1000)
+
+
 async def stop_here(table: SessionTable, owner: str, session_id: str) -> StopReport:
     """Stop the session's streams in this process and join the one being cancelled."""
     session = table.sessions.get((owner, session_id))

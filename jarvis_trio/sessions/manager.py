@@ -295,15 +295,7 @@ class SessionManager:
         generation of its own (which stops older streams everywhere) and, when no
         stream of the session runs here, waits for the lease's holder to give it back.
         """
-        if self.registry is None:
-            return await control.stop_here(self._table, owner, session_id)
-        started = trio.current_time()
-        claim = await self.registry.claim(owner, session_id, stop=True)
-        report = await control.stop_here(self._table, owner, session_id)
-        if report.result != "nothing_live":
-            return report
-        result = await self.registry.wait_stopped(claim, claim.claimed_at + self.join_budget)
-        return StopReport(result, None, (trio.current_time() - started) * 1000)
+        return await control.stop(self._table, owner, session_id)
 
     async def cancel_request(self, owner: str, stream_id: str) -> StopReport:
         """Cancel one request by its stream id; Stop's semantics (answers after the join)."""
