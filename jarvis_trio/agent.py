@@ -88,13 +88,13 @@ class AgentBackend:
         host: ToolHost,
         *,
         max_steps: int,
-        cancel_timeout: float,
     ) -> None:
         self.inner = inner
         self.name = inner.name
         self.host = host
         self.max_steps = max_steps
-        self.cancel_timeout = cancel_timeout
+        # A tool call's cancel is delivered within it; the run is joined within it too.
+        self.cancel_timeout = host.cancel_timeout
 
     async def list_models(self) -> list[ModelInfo]:
         return await self.inner.list_models()
@@ -123,6 +123,7 @@ class _StepSink:
         self.sink = sink
         self.was_opened = opened
         self.pieces: list[Output] = []  # the model's whole turn, for its history
+        self.deadlines = sink if isinstance(sink, Deadlines) else None
 
     def opened(self, model: str | None = None) -> None:
         if not self.was_opened:
@@ -137,8 +138,8 @@ class _StepSink:
         rest = {k: v for k, v in piece.fields.items() if k != "tool_calls"}
         if piece.content or rest or piece.logprobs:
             await self.sink.send(Delta(piece.content, rest, piece.logprobs, piece.extra))
-        elif isinstance(self.sink, Deadlines):
-            self.sink.touch()  # the model is still writing its call: not inactive
+        elif self.deadlines is not None:
+            self.deadlines.touch()  # the model is still writing its call: not inactive
 
 
 class AgentRun:

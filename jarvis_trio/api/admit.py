@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import g, request
 
 from jarvis_trio.api.state import header_id, on_exit, state
-from jarvis_trio.errors import InvalidRequest
+from jarvis_trio.errors import ApiError, InvalidRequest
 from jarvis_trio.generation import GenerationRequest
 from jarvis_trio.schemas import parse_resume_seconds
 from jarvis_trio.streams import Stream
@@ -14,6 +14,15 @@ from jarvis_trio.streams import Stream
 def refuse_if_full() -> None:
     """A full (or closing) gateway says so at once (429, 503), before anything upstream."""
     state().manager.check_accepting(g.owner, header_id("X-Session-Id"))
+
+
+def failed_early(stream: Stream) -> ApiError | None:
+    """The error of a stream that failed before any output: the client gets a plain
+    HTTP error instead of a stream (``None``: it has output, or has not failed)."""
+    early = stream.ending
+    if early is not None and early.error is not None and stream.tokens == 0:
+        return early.error
+    return None
 
 
 async def admit(job: GenerationRequest, *, streaming: bool) -> tuple[Stream, dict[str, str]]:

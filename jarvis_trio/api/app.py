@@ -51,12 +51,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     # JARVIS_MCP_CONFIG's servers, for the app's lifetime; with them, agent mode.
     tools = tool_host_from(settings, metrics)
     if tools is not None:
-        backend = AgentBackend(
-            backend,
-            tools,
-            max_steps=settings.agent_max_steps,
-            cancel_timeout=settings.agent_cancel_timeout,
-        )
+        backend = AgentBackend(backend, tools, max_steps=settings.agent_max_steps)
     registry = _registry_from(settings)
     manager = SessionManager(
         backend,

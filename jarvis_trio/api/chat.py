@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify, request
 
 from jarvis_trio.agent import AgentBackend, agent_unavailable
-from jarvis_trio.api.admit import admit, refuse_if_full
+from jarvis_trio.api.admit import admit, failed_early, refuse_if_full
 from jarvis_trio.api.sse import SSE_HEADERS, SSE_TYPE, sse_body
 from jarvis_trio.api.state import state
 from jarvis_trio.errors import NotFound
@@ -65,9 +65,8 @@ async def chat_completions() -> Response:
         )
         response = jsonify(body)
     else:
-        early = stream.ending
-        if early is not None and early.error is not None and stream.tokens == 0:
-            raise early.error  # failed before any output: a plain HTTP error
+        if (error := failed_early(stream)) is not None:
+            raise error
         response = Response(
             sse_body(stream, fmt, st.settings.coalesce_ms / 1000),
             content_type=SSE_TYPE,

@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from jarvis_trio import logs
+from jarvis_trio.api.ollama import ndjson
 from jarvis_trio.api.state import header_id, state
 from jarvis_trio.errors import (
     ApiError,
@@ -47,7 +48,7 @@ def register_hooks(app: QuartTrio) -> None:
     async def api_error(error: ApiError) -> Response:
         # Ollama's routes answer errors in Ollama's shape: {"error": "<message>"}.
         ollama = request.path.startswith("/api/")
-        response = jsonify({"error": error.message} if ollama else error.body())
+        response = jsonify(ndjson.error_body(error) if ollama else error.body())
         response.status_code = error.status
         response.headers.update(error.headers())
         return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from quart import Blueprint, Response, jsonify, request
 
 from jarvis_trio import web
@@ -26,16 +28,7 @@ async def page_asset(name: str) -> Response:
 async def healthz() -> Response:
     st = state()
     stats = st.manager.statistics()
-    return jsonify(
-        status="ok",
-        backend=st.backend.name,
-        sessions=stats.sessions,
-        live_streams=stats.live_streams,
-        running_streams=stats.running_streams,
-        max_streams=stats.max_streams,
-        waiting_streams=stats.waiting_streams,
-        refused=stats.refused,
-    )
+    return jsonify(status="ok", backend=st.backend.name, **asdict(stats))
 
 
 @blueprint.get("/metrics")

@@ -96,7 +96,6 @@ class SessionManager:
             self.observer,
             self._admission,
             join_budget=join_budget,
-            inactivity_seconds=inactivity_seconds,
             retained=RetainedLogs(retention=replay_retention, capacity=replay_retained),
             registry=registry,
         )
@@ -160,11 +159,11 @@ class SessionManager:
 
     # -- requests
 
-    def check_accepting(self, owner: str | None = None, session_id: str | None = None) -> None:
+    def check_accepting(self, owner: str, session_id: str | None) -> None:
         """Raise what a new request of ``(owner, session_id)`` would get now: a 503 while
         the server shuts down, a 429 while every stream slot is taken (unless its
         session runs a stream: the new one takes over that stream's slot)."""
-        running = session_id is not None and (owner or "", session_id) in self._table.sessions
+        running = session_id is not None and (owner, session_id) in self._table.sessions
         if self._table.nursery is None:
             self._admission.close()
         verdict = self._admission.arrive(session_running=running)

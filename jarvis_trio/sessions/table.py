@@ -48,7 +48,6 @@ class SessionTable:
         admission: Admission,
         *,
         join_budget: float,
-        inactivity_seconds: float,
         retained: RetainedLogs,
         registry: Registry | None,
     ) -> None:
@@ -56,7 +55,6 @@ class SessionTable:
         self.observer = observer
         self.admission = admission
         self.join_budget = join_budget
-        self.inactivity_seconds = inactivity_seconds
         self.registry = registry
         # The logs of sessions that went idle, so a late viewer still sees the end.
         self.retained = retained
@@ -248,9 +246,7 @@ class SessionTable:
                 # stuck on a client that reads nothing is cut off.
                 assert session.nursery is not None
                 gone = partial(self.cancel, session, stream.id, CancelReason.DISCONNECTED)
-                session.nursery.start_soon(
-                    cut_off_stuck_reader, stream, self.inactivity_seconds, gone
-                )
+                session.nursery.start_soon(cut_off_stuck_reader, stream, gone)
         except Exception:
             # A bug here must cost one session, not the server (an exception would
             # climb through every nursery up to the lifespan's).

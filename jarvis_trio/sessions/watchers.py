@@ -37,11 +37,10 @@ async def expire_detached(
             await changed.wait()
 
 
-async def cut_off_stuck_reader(
-    stream: Stream, inactivity_seconds: float, on_stuck: Callable[[], None]
-) -> None:
+async def cut_off_stuck_reader(stream: Stream, on_stuck: Callable[[], None]) -> None:
     """The answer is complete but its client stopped reading: after the inactivity
     time without a read, ``on_stuck`` (the table treats the client as gone)."""
+    inactivity_seconds = stream.inactivity_seconds
     while not stream.reader_done:
         with trio.move_on_at(stream.last_read_at + inactivity_seconds):
             await stream.reader_ended.wait()

@@ -68,7 +68,7 @@ class McpServer:
         name: str,
         config: StdioServer | HttpServer,
         limits: ServerLimits,
-        on_tools_changed: Callable[[], None] = lambda: None,
+        on_tools_changed: Callable[[], None],
     ) -> None:
         self.name = name
         self.config = config
@@ -113,9 +113,9 @@ class McpServer:
             self._pending.discard(call)
             call.done.set()
 
-    def note_abandoned(self, count: int = 1) -> None:
+    def note_abandoned(self) -> None:
         """A call gave up waiting for its cancel; enough of them restart the server."""
-        self.abandoned += count
+        self.abandoned += 1
         if self.abandoned >= self.limits.abandon_threshold and not self._restart.is_set():
             self._restart_reason = "abandoned_calls"
             self._restart.set()

@@ -63,10 +63,6 @@ class StdioConnection:
     read_stream: MemoryObjectReceiveStream[SessionMessage | Exception]
     write_stream: MemoryObjectSendStream[SessionMessage]
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
 
 @asynccontextmanager
 async def open_stdio(

@@ -249,7 +249,7 @@ def test_tool_calls_are_sent_whole_with_object_arguments() -> None:
     ending = Ending(Outcome.COMPLETED, "tool_calls", Usage(3, 2))
     lines = [
         json.loads(x)
-        for x in writer.ending_lines(ending, produced=2, durations=ndjson.Durations()).splitlines()
+        for x in writer.ending_lines(ending, durations=ndjson.Durations()).splitlines()
     ]
     assert lines[0]["message"]["tool_calls"] == [
         {
@@ -268,7 +268,7 @@ def test_arguments_that_are_not_an_object_end_the_stream_with_an_error_line() ->
     call = {"index": 0, "function": {"name": "f", "arguments": '{"cut'}}
     writer.lines([Delta(fields={"tool_calls": [call]})])
     out = writer.ending_lines(
-        Ending(Outcome.COMPLETED, "length", Usage(1, 1)), produced=1, durations=ndjson.Durations()
+        Ending(Outcome.COMPLETED, "length", Usage(1, 1)), durations=ndjson.Durations()
     )
     assert "not a JSON object" in json.loads(out)["error"]
     with pytest.raises(UpstreamError):
@@ -287,9 +287,9 @@ def test_arguments_that_are_not_an_object_end_the_stream_with_an_error_line() ->
 )
 def test_the_final_object_says_why_it_ended(ending: Ending, reason: str) -> None:
     durations = ndjson.Durations(total=1.5, load=0.25, prompt_eval=0.25, eval=1.0)
-    final = json.loads(
-        ndjson.Writer("generate", "m").ending_lines(ending, produced=5, durations=durations)
-    )
+    writer = ndjson.Writer("generate", "m")
+    writer.lines(["a", "b", "c", "d", "e"])  # five pieces reached the client
+    final = json.loads(writer.ending_lines(ending, durations=durations))
     assert final["done"] is True
     assert final["done_reason"] == reason
     assert final["response"] == ""
@@ -301,7 +301,7 @@ def test_the_final_object_says_why_it_ended(ending: Ending, reason: str) -> None
 
 def test_a_failed_stream_ends_with_ollamas_error_line() -> None:
     failed = Ending(Outcome.UPSTREAM_ERROR, error=UpstreamError("The model server failed: boom"))
-    out = ndjson.Writer("chat", "m").ending_lines(failed, produced=0, durations=ndjson.Durations())
+    out = ndjson.Writer("chat", "m").ending_lines(failed, durations=ndjson.Durations())
     assert json.loads(out) == {"error": "The model server failed: boom"}
 
 

@@ -14,15 +14,13 @@ import binascii
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from jarvis_trio.errors import InvalidRequest
 from jarvis_trio.generation import ChatTurn, ToolCall
-
-_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
-_OPEN = ConfigDict(strict=True, extra="allow", frozen=True)
-
-ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+from jarvis_trio.schemas.fields import OPEN as _OPEN
+from jarvis_trio.schemas.fields import STRICT as _STRICT
+from jarvis_trio.schemas.fields import ToolName
 
 _IMAGE_TYPES = (
     (b"\x89PNG", "image/png"),

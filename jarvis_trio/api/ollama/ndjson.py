@@ -150,13 +150,13 @@ class Writer:
         )
         return obj
 
-    def ending_lines(self, ending: Ending, *, produced: int, durations: Durations) -> str:
+    def ending_lines(self, ending: Ending, *, durations: Durations) -> str:
         """A stream's last lines: the gathered tool calls, then the final object; or
         Ollama's error line for a stream that failed."""
         try:
             calls = self.tool_calls()
             head = line(self._object("", False, tool_calls=calls)) if calls else ""
-            return head + line(self.final(ending, produced=produced, durations=durations))
+            return head + line(self.final(ending, produced=self.delivered, durations=durations))
         except ApiError as error:
             return line(error_body(error))
 

@@ -104,7 +104,7 @@ def check_option(key: str, value: Any) -> None:
         or (isinstance(value, list) and all(isinstance(s, str) for s in value))
     ):
         raise OptionError(param, "option 'stop' must be a string or a list of strings")
-    if key in ("temperature",) and number and value < 0:
+    if key == "temperature" and number and value < 0:
         raise OptionError(param, "option 'temperature' must be at least 0")
     if key in ("top_p", "min_p", "typical_p") and number and not 0 <= value <= 1:
         raise OptionError(param, f"option {key!r} must be from 0 to 1")

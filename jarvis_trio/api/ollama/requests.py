@@ -19,7 +19,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from jarvis_trio.api.ollama.conversation import Message, Tool, check_images, conversation
 from jarvis_trio.api.ollama.options import (
@@ -31,8 +31,7 @@ from jarvis_trio.api.ollama.options import (
 from jarvis_trio.errors import InvalidRequest
 from jarvis_trio.generation import ChatTurn, GenerationRequest
 from jarvis_trio.schemas import parse_json_object
-
-_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
+from jarvis_trio.schemas.fields import STRICT as _STRICT
 
 ModelName = Annotated[str, Field(max_length=256)]
 ThinkLevel = Literal["low", "medium", "high"]

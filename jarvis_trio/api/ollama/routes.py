@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 from quart import Blueprint, Response, g, jsonify, request
 
-from jarvis_trio.api.admit import admit, refuse_if_full
+from jarvis_trio.api.admit import admit, failed_early, refuse_if_full
 from jarvis_trio.api.ollama import models, ndjson
 from jarvis_trio.api.ollama.requests import (
     ChatRequest,
@@ -61,7 +61,7 @@ async def _resolve(name: str) -> str:
     try:
         return await backend.resolve_model(name)
     except NotFound as error:
-        raise _not_found(name) if error.param == "model" else error from None
+        raise _ollama_error(error, name) from None
 
 
 def _ollama_error(error: ApiError, name: str) -> ApiError:
@@ -94,9 +94,8 @@ async def _answer(kind: ndjson.Kind, asked: ChatRequest | GenerateRequest) -> Re
         return jsonify(writer.load("unload" if asked.unloads else "load"))
     stream, headers = await admit(asked.to_generation(model), streaming=asked.streaming)
     if asked.streaming:
-        early = stream.ending
-        if early is not None and early.error is not None and stream.tokens == 0:
-            raise _ollama_error(early.error, asked.model)  # failed before any output
+        if (error := failed_early(stream)) is not None:
+            raise _ollama_error(error, asked.model)
         response = Response(
             _ndjson_body(stream, writer, state().settings.coalesce_ms / 1000),
             content_type=ndjson.NDJSON_TYPE,
@@ -135,7 +134,7 @@ async def _ndjson_body(
             yield lines
     durations = _durations(stream, first)
     ending = stream.final_ending()
-    yield writer.ending_lines(ending, produced=writer.delivered, durations=durations)
+    yield writer.ending_lines(ending, durations=durations)
 
 
 async def _collect(stream: Stream) -> tuple[list[Output], Ending, ndjson.Durations]:
