@@ -116,9 +116,10 @@ async def test_full_gateway_refuses_new_sessions_and_admits_supersedes(
         # Another owner's session of the same name is another session: refused too.
         with pytest.raises(TooManyRequests):
             manager.submit("other", "s1", job("C"), "req-C")
+        t0 = trio.current_time()
         b = manager.submit("owner", "s1", job("B"), "req-B")
         await manager.wait_turn(b)
-        assert b.started_at is not None
+        assert b.started_at == t0  # admitted, and started the moment A had died
         _, ending = await a.collect()
         assert ending.outcome is Outcome.SUPERSEDED
         stats = manager.statistics()

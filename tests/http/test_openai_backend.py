@@ -11,6 +11,7 @@ import trio
 from jarvis_trio.backends.openai_compat import OpenAICompatBackend
 from jarvis_trio.backends.openai_wire import parse_sse_line
 from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import Piece
 from tests.conftest import RunningServer, StartServer, log_lines
 from tests.support.fake_openai import FakeOpenAI, serve_fake_openai
 from tests.support.helpers import deadline, eventually, read_all_events, sse_events, text_of
@@ -87,7 +88,7 @@ async def test_unreachable_upstream_is_a_503_naming_the_url(start_server: StartS
 
 def test_sse_parsing() -> None:
     assert parse_sse_line(": keep-alive") is None
-    assert parse_sse_line("data: [DONE]") is not None
+    assert parse_sse_line("data: [DONE]") == Piece(end=True)
     chunk = parse_sse_line('data: {"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}')
     assert chunk is not None and chunk.content == "hi"
     with pytest.raises(UpstreamError):

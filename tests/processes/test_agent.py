@@ -142,14 +142,12 @@ async def test_every_ending_cancels_the_tool_call_at_the_server(
             events = sse_events(a)
             await until_tool_runs(events, log, "slow")
             if ending == "superseded":
-                sent = trio.current_time()
                 async with cb.stream(
                     "POST", CHAT, json={"prompt": "hi", "stream": True}, headers=headers
                 ) as b:
                     b_events = sse_events(b)
                     await anext(b_events)  # the role chunk
                     first = await anext(b_events)
-                    first_token = trio.current_time() - sent
                     assert first["choices"][0]["delta"]["content"]
                     assert [event async for event in b_events][-1] == "[DONE]"
             elif ending == "stopped":
@@ -167,9 +165,10 @@ async def test_every_ending_cancels_the_tool_call_at_the_server(
     assert any("agent_cancelled trace=" in line and f"reason={ending}" in line for line in lines)
     assert not any(line.startswith("agent_timeout_on_cancel") for line in lines)
     if ending == "superseded":
-        # B waited for A's agent to be joined, not for the tool: within the cancel budget
-        # (0.5 s) and a handoff, far inside the session's join budget.
-        assert first_token < 2.0
+        # B waited for A's agent to be joined (within the cancel budget), not for the
+        # tool and not for the session's join budget to run out.
+        assert any(line.startswith("prev_stream_finished_cleanly") for line in lines)
+        assert not any(line.startswith("prev_stream_timeout_on_cancel") for line in lines)
 
 
 @deadline(40)

@@ -207,7 +207,8 @@ async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
         assert log_worker_of(log, pair.stream_b) == pair.worker_b
         assert pair.a_finish == "superseded", pair
         assert pair.b_finish == "stop", pair
-        assert pair.b_wait < BUDGET, pair
+    # Every B started when its A had died, none when the join budget ran out.
+    assert "prev_stream_timeout_on_cancel" not in log
     # A cross-worker cancel went through Redis: the canceller is the other worker.
     for pair in cross:
         assert re.search(
@@ -259,13 +260,13 @@ async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None
             stats = stack.sim_stats()
             log = stack.log()
     assert sum(c for c, *_ in stops) >= 2, stops
-    for cross, report, finish, elapsed in stops:
+    for cross, report, finish, _elapsed in stops:
         assert finish == "stopped", stops
         assert report["result"] == "finished_cleanly", stops
-        assert elapsed < BUDGET, stops
         if cross:  # the other worker cannot name a stream it does not hold
             assert report["stream_id"] is None
     assert "registry_stopped" in log
+    assert "prev_stream_timeout_on_cancel" not in log  # every join within its budget
     assert max(stats["session_peak"].values()) == 1, stats
     assert stats["open_connections"] == 0
 

@@ -19,6 +19,7 @@ from jarvis_trio.outcomes import Outcome
 from jarvis_trio.registry import Claim
 from jarvis_trio.sessions import SessionManager
 from jarvis_trio.streams import Stream
+from tests.conftest import log_lines
 from tests.support.fakes import FakeBackend, FakeLease, FakeRegistry, FakeRegistryHub, job
 
 ROUND_TRIP = 0.001
@@ -50,15 +51,6 @@ async def request(manager: SessionManager, prompt: str, session: str = "s1") -> 
     return stream
 
 
-def events(caplog: pytest.LogCaptureFixture) -> list[str]:
-    out = []
-    for record in caplog.records:
-        if record.name == "jarvis_trio" and hasattr(record, "jarvis_event"):
-            fields = " ".join(f"{k}={v}" for k, v in record.__dict__["jarvis_fields"].items())
-            out.append(f"{record.__dict__['jarvis_event']} {fields}")
-    return out
-
-
 async def test_a_request_on_another_process_supersedes_and_starts_once_the_old_one_died(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,7 +70,7 @@ async def test_a_request_on_another_process_supersedes_and_starts_once_the_old_o
         assert b.cancel_reason is None
     assert any(
         e.startswith(f"registry_superseded trace={a.id} by_worker=w1 worker=w0")
-        for e in events(caplog)
+        for e in log_lines(caplog)
     )
 
 
@@ -96,7 +88,7 @@ async def test_a_stuck_stream_elsewhere_is_given_up_on_at_the_budget(
         assert "A" not in here.ends  # still dying: a zombie, which no longer blocks B
     # B's process reports the join it gave up on (A's own process reports it too, as
     # a cancelled stream that outlived its budget).
-    timed_out = [e for e in events(caplog) if e.startswith("prev_stream_timeout_on_cancel")]
+    timed_out = [e for e in log_lines(caplog) if e.startswith("prev_stream_timeout_on_cancel")]
     assert len([e for e in timed_out if "remote=True" in e]) == 1, timed_out
 
 
@@ -114,7 +106,7 @@ async def test_a_crashed_holder_s_lease_frees_the_session_when_it_expires(
         # B waits for the expiry, and looks again at most 0.1 s apart.
         assert t0 + 1.0 <= backend.starts["B"] <= t0 + 1.0 + 0.1 + 2 * ROUND_TRIP
         assert b.cancel_reason is None
-    assert not any(e.startswith("prev_stream_timeout_on_cancel") for e in events(caplog))
+    assert not any(e.startswith("prev_stream_timeout_on_cancel") for e in log_lines(caplog))
 
 
 async def test_an_older_claim_never_starts_and_leaves_the_newer_stream_alone(
@@ -152,7 +144,7 @@ async def test_a_stream_that_missed_its_cancel_stops_at_its_next_renewal(
         _, a_ending = await a.collect()
         assert a_ending.outcome is Outcome.SUPERSEDED
         assert b.cancel_reason is None
-    assert any(e.startswith(f"registry_stale trace={a.id}") for e in events(caplog))
+    assert any(e.startswith(f"registry_stale trace={a.id}") for e in log_lines(caplog))
 
 
 async def test_stop_on_another_process_stops_the_stream_and_waits_for_it(
@@ -172,7 +164,7 @@ async def test_stop_on_another_process_stops_the_stream_and_waits_for_it(
         assert nothing.result == "nothing_live"
     assert any(
         e.startswith(f"registry_stopped trace={a.id} by_worker=w1 worker=w0")
-        for e in events(caplog)
+        for e in log_lines(caplog)
     )
 
 
@@ -208,4 +200,4 @@ async def test_a_stream_cut_off_from_the_registry_stops_before_its_lease_can_exp
     assert ending.outcome is Outcome.SUPERSEDED
     # Two failed renewals (a third of the lease apart, each 0.5 s): before the lease ends.
     assert stopped_after < lease
-    assert any(e.startswith(f"registry_stale trace={a.id}") for e in events(caplog))
+    assert any(e.startswith(f"registry_stale trace={a.id}") for e in log_lines(caplog))
