@@ -163,7 +163,6 @@ class AgentRun:
     async def _steps(self) -> GenerationResult:
         host = self.agent.host
         turns: list[ChatTurn] = []
-        raw: list[dict[str, Any]] = []
         client_tools = self.request.tools
         client_names = [t["function"]["name"] for t in client_tools]
         deadlines = self.sink if isinstance(self.sink, Deadlines) else None
@@ -171,7 +170,7 @@ class AgentRun:
             last = step == self.agent.max_steps
             server_tools = [] if last else host.openai_tools()  # the last step must answer
             tools = agent_turns.offered_tools(client_tools, server_tools)
-            request = agent_turns.step_request(self.request, tools=tools, turns=turns, raw=raw)
+            request = agent_turns.step_request(self.request, tools=tools, turns=turns)
             logs.event("agent_step", trace=self.trace, step=step, tools=len(server_tools))
             if deadlines is not None and step > 1:
                 deadlines.expect_first_token()  # a longer prompt to read: as at the start
@@ -192,15 +191,11 @@ class AgentRun:
                     finish = "stop"
                 return self._result(result, finish)
             text = str(message.get("content") or "")  # already streamed to the client
-            turn, turn_raw = agent_turns.assistant_turn(text, calls.server)
-            turns.append(turn)
-            raw.append(turn_raw)
+            turns.append(agent_turns.assistant_turn(text, calls.server))
             for call, answer in zip(
                 calls.server, await self._run_calls(step, calls.server), strict=True
             ):
-                turn, turn_raw = agent_turns.tool_turn(call, answer)
-                turns.append(turn)
-                raw.append(turn_raw)
+                turns.append(agent_turns.tool_turn(call, answer))
         raise AssertionError("the last step always returns")
 
     async def _run_calls(self, step: int, calls: tuple[ToolCall, ...]) -> list[str]:
@@ -237,12 +232,7 @@ class AgentRun:
     async def _hand_over(self, calls: tuple[ToolCall, ...]) -> None:
         """The client's own tool calls, streamed to it as the model made them."""
         for index, call in enumerate(calls):
-            delta = {
-                "index": index,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
+            delta = {"index": index, **call.as_openai()}
             await self.sink.send(Delta(fields={"tool_calls": [delta]}))
 
     async def _progress(self, event: dict[str, Any]) -> None:

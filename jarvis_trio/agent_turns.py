@@ -77,9 +77,9 @@ def step_request(
     *,
     tools: Sequence[Mapping[str, Any]],
     turns: Sequence[ChatTurn] = (),
-    raw: Sequence[Mapping[str, Any]] = (),
 ) -> GenerationRequest:
-    """``request`` with ``turns`` (and their OpenAI form ``raw``) appended, offering ``tools``.
+    """``request`` with ``turns`` appended, offering ``tools``. A request that came with
+    its client's messages as sent (``raw_messages``) gets the turns' OpenAI form too.
 
     The client's ``tool_choice`` applies to the first model call only: forced on every
     round, a model could never answer in text.
@@ -96,30 +96,21 @@ def step_request(
     return replace(
         request,
         messages=(*request.messages, *turns),
-        raw_messages=(*request.raw_messages, *raw),
+        raw_messages=(
+            (*request.raw_messages, *(turn.as_openai() for turn in turns))
+            if request.raw_messages
+            else ()
+        ),
         options=MappingProxyType(options),
     )
 
 
-def assistant_turn(text: str, calls: Sequence[ToolCall]) -> tuple[ChatTurn, dict[str, Any]]:
-    raw = {
-        "role": "assistant",
-        "content": text or None,
-        "tool_calls": [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            }
-            for c in calls
-        ],
-    }
-    return ChatTurn("assistant", text, tool_calls=tuple(calls)), raw
+def assistant_turn(text: str, calls: Sequence[ToolCall]) -> ChatTurn:
+    return ChatTurn("assistant", text, tool_calls=tuple(calls))
 
 
-def tool_turn(call: ToolCall, text: str) -> tuple[ChatTurn, dict[str, Any]]:
-    raw = {"role": "tool", "tool_call_id": call.id, "content": text}
-    return ChatTurn("tool", text, tool_call_id=call.id, name=call.name), raw
+def tool_turn(call: ToolCall, text: str) -> ChatTurn:
+    return ChatTurn("tool", text, tool_call_id=call.id, name=call.name)
 
 
 def skipped_event(step: int, calls: Sequence[ToolCall], reason: str) -> dict[str, Any]:

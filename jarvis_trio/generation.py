@@ -29,6 +29,14 @@ class ToolCall:
     name: str
     arguments: str
 
+    def as_openai(self) -> dict[str, Any]:
+        """The call as an OpenAI message's (or a chunk's, with an ``index``) tool call."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
@@ -39,6 +47,21 @@ class ChatTurn:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+
+    def as_openai(self) -> dict[str, Any]:
+        """The turn as an OpenAI chat message: image parts, tool calls, the call answered."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.images:
+            out["content"] = [
+                {"type": "text", "text": self.content},
+                *({"type": "image_url", "image_url": {"url": url}} for url in self.images),
+            ]
+        if self.tool_calls:
+            out["content"] = self.content or None
+            out["tool_calls"] = [call.as_openai() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True, slots=True)

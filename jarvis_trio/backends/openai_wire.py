@@ -31,7 +31,7 @@ def chat_body(request: GenerationRequest) -> dict[str, Any]:
         body["messages"] = list(request.raw_messages)
         body.update(request.options)
     else:  # built in code, not from a client's body: the typed fields only
-        body["messages"] = [{"role": t.role, "content": t.content} for t in request.messages]
+        body["messages"] = [t.as_openai() for t in request.messages]
         optional = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from jarvis_trio.agent_turns import offered_tools, split_calls, step_request
-from jarvis_trio.generation import ChatTurn, GenerationRequest
+from dataclasses import replace
+
+from jarvis_trio.agent_turns import (
+    assistant_turn,
+    offered_tools,
+    split_calls,
+    step_request,
+    tool_turn,
+)
+from jarvis_trio.backends.openai_wire import chat_body
+from jarvis_trio.generation import ChatTurn, GenerationRequest, ToolCall
 from jarvis_trio.tools.host import offered_names
 
 
@@ -58,3 +67,30 @@ def test_offered_names_are_valid_openai_function_names() -> None:
         ]
     )
     assert names == ["read_file", "a_b", "a_b_2", "n" * 64, "one__same", "two__same"]
+
+
+def test_the_agents_turns_reach_an_openai_upstream_whole_with_or_without_raw_messages() -> None:
+    """Found in review: a request built in code (no raw messages) sent only the agent's
+    turns upstream, without the conversation before them."""
+    call = ToolCall("call_1", "add", '{"a": 1}')
+    turns = [assistant_turn("", [call]), tool_turn(call, "2")]
+    expected_turns = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 1}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "2", "tool_call_id": "call_1"},
+    ]
+    in_code = GenerationRequest(model="m", messages=(ChatTurn("user", "1+1?"),))
+    sent = chat_body(step_request(in_code, tools=[], turns=turns))["messages"]
+    assert sent == [{"role": "user", "content": "1+1?"}, *expected_turns]
+    as_sent = replace(in_code, raw_messages=({"role": "user", "content": "1+1?", "x": 1},))
+    sent = chat_body(step_request(as_sent, tools=[], turns=turns))["messages"]
+    assert sent == [{"role": "user", "content": "1+1?", "x": 1}, *expected_turns]

@@ -129,17 +129,16 @@ def conversation(
         call_id = None
         if message.role == "tool":
             call_id = message.tool_call_id or _answered(pending, message.tool_name) or f"call_{i}"
-        turns.append(
-            ChatTurn(
-                message.role,
-                message.content,
-                images=images,
-                tool_calls=calls,
-                tool_call_id=call_id,
-                name=message.tool_name,
-            )
+        turn = ChatTurn(
+            message.role,
+            message.content,
+            images=images,
+            tool_calls=calls,
+            tool_call_id=call_id,
+            name=message.tool_name,
         )
-        raw.append(_openai_message(message, images, calls, call_id))
+        turns.append(turn)
+        raw.append(turn.as_openai())
     return tuple(turns), tuple(raw)
 
 
@@ -151,27 +150,3 @@ def _answered(pending: list[tuple[str, str]], name: str | None) -> str | None:
             del pending[k]
             return call_id
     return None
-
-
-def _openai_message(
-    message: Message, images: tuple[str, ...], calls: tuple[ToolCall, ...], call_id: str | None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
-    if images:
-        out["content"] = [
-            {"type": "text", "text": message.content},
-            *({"type": "image_url", "image_url": {"url": url}} for url in images),
-        ]
-    if calls:
-        out["content"] = message.content or None
-        out["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            }
-            for c in calls
-        ]
-    if call_id is not None:
-        out["tool_call_id"] = call_id
-    return out
