@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -221,6 +221,17 @@ class Sink(Protocol):
 
     async def send(self, piece: Output) -> None:
         """Deliver one piece. Raises ``Cancelled`` once the stream is cancelled."""
+
+
+@runtime_checkable
+class DirectSink(Sink, Protocol):
+    """A sink that can also take a piece without waiting (a stream with room)."""
+
+    def offer(self, piece: Output) -> bool:
+        """Deliver ``piece`` now, as :meth:`send` would, if that needs no wait and the
+        sink is not cancelled; else deliver nothing and return False (use :meth:`send`).
+        Called from a ``run_sync_soon`` callback, outside any task."""
+        ...
 
 
 class Backend(Protocol):

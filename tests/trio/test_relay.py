@@ -9,8 +9,10 @@ import pytest
 import trio
 
 from jarvis_trio.errors import UpstreamError
-from jarvis_trio.generation import Output
+from jarvis_trio.generation import GenerationRequest, Output
 from jarvis_trio.relay import RELAY_LIMIT, PieceRelay, relay_from_worker
+from jarvis_trio.rules import CancelReason
+from jarvis_trio.streams import Stream, StreamLimits
 from jarvis_trio.threads import CancelToken
 from tests.support.helpers import deadline
 
@@ -156,3 +158,90 @@ async def test_an_error_of_the_sink_reaches_the_caller_plain() -> None:
 
     with pytest.raises(UpstreamError, match="the sink failed"):
         await relay_from_worker(produce, FailingSink())
+
+
+class OfferingSink(ListSink):
+    """A :class:`~jarvis_trio.generation.DirectSink` that takes offers while it has
+    ``room``, and counts how each piece came."""
+
+    def __init__(self, room: int = 10**9) -> None:
+        super().__init__()
+        self.room = room
+        self.offered = 0
+        self.sent = 0
+
+    def offer(self, text: Output) -> bool:
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.offered += 1
+        self.got.append(text)
+        return True
+
+    async def send(self, text: Output) -> None:
+        self.sent += 1
+        await super().send(text)
+
+
+@deadline(10)
+async def test_an_idle_pump_is_not_woken_for_what_the_sink_takes_at_once() -> None:
+    sink = OfferingSink()
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(20):
+            time.sleep(0.01)  # the pump waits, idle, between pieces
+            relay.put(str(i))
+
+    await relay_from_worker(produce, sink)
+    assert sink.got == [str(i) for i in range(20)]
+    assert sink.offered == 20 and sink.sent == 0
+
+
+@deadline(10)
+async def test_what_the_sink_refuses_follows_through_the_pump_in_order() -> None:
+    sink = OfferingSink(room=300)  # then every offer is refused
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(2000):
+            relay.put(str(i))
+            if i % 50 == 0:
+                time.sleep(0.001)  # let the pump go idle now and then
+
+    await relay_from_worker(produce, sink)
+    assert sink.got == [str(i) for i in range(2000)]
+    assert sink.offered + sink.sent == 2000
+    assert 0 < sink.offered <= 300 and sink.sent > 0
+
+
+@deadline(10)
+async def test_a_cancelled_stream_takes_no_offer_in_the_pass_before_the_pump_sees_it() -> None:
+    """The relay's callback can run between a cancel and the pump task seeing it (one
+    scheduler pass); the stream refuses offers from its cancel on, so nothing is
+    delivered after it, as when every piece went through ``send``."""
+    stream = Stream(
+        job=GenerationRequest(model="m", messages=()),
+        session_id="s",
+        request_id="r",
+        limits=StreamLimits(),
+    )
+    stream.start()
+    cancelled = threading.Event()
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        relay.put("first")
+        cancelled.wait(5)
+        relay.put("after")  # before the token fires: the cancel is one pass old
+        token.wait(5)
+
+    async def run() -> None:
+        with stream.scope:
+            await relay_from_worker(produce, stream)
+
+    first = stream.log.changed()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        with trio.fail_after(5):
+            await first.wait()
+        stream.mark_cancelled(CancelReason.SUPERSEDED)
+        cancelled.set()  # the thread puts "after" before the pump task runs again
+    assert stream.log.after(0).pieces == ("first",) and stream.tokens == 1
