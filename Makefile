@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: run test test-fast lint imports typecheck unit docs docs-serve install lock lock-peers clean \
-	config-docs bench bench-full bench-peers bench-scaleout browser redis
+	config-docs bench bench-full bench-peers bench-scaleout bench-instructions browser redis valgrind
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,18 @@ bench-full: $(STAMP)
 ## peer section of docs/benchmarks.md and docs/img/benchmarks/peers-*.png.
 bench-peers: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m benchmarks.peers --markdown docs/benchmarks.md --plots docs/img/benchmarks
+
+## Instructions per relayed token of both variants at 1 and 10 streams, counted by
+## callgrind (the same code gives the same count to about 1 %, where CPU time swings by
+## 20 % on a shared machine); about 3 min. Installs Debian's valgrind if it is missing.
+bench-instructions: $(STAMP) valgrind
+	$(BIN)/python -m benchmarks.instructions
+
+valgrind:
+	@command -v valgrind >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
 
 ## Scale-out benchmark: tokens/s at -w 1 against -w 2 with the Redis registry, and
 ## cross-worker against same-worker handoff (real processes on loopback); writes
