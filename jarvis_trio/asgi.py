@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from jarvis_trio import logs
 from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings
@@ -9,3 +11,4 @@ from jarvis_trio.config import Settings
 settings = Settings()
 logs.configure(settings.log_level, settings.log_format)
 app = create_app(settings)
+gc.freeze()  # as `jarvis-trio serve` does (cli.py): startup's objects live as long as the worker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import sys
 import threading
 from collections.abc import Sequence
@@ -116,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.close()
         print(f"jarvis-trio: {exc}", file=sys.stderr)
         return 2
+    # What the imports and the app made (~77,000 objects) lives as long as the process:
+    # out of the cyclic collector's sight, a full collection no longer walks them all,
+    # a pause of 33 ms on a 2-core machine in the middle of everyone's streams.
+    gc.freeze()
     trio.run(
         partial(
             serve,
