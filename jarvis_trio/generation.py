@@ -9,7 +9,7 @@ get that for free from :mod:`jarvis_trio.threads`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -225,12 +225,18 @@ class Sink(Protocol):
 
 @runtime_checkable
 class DirectSink(Sink, Protocol):
-    """A sink that can also take a piece without waiting (a stream with room)."""
+    """A sink that is a stream itself: it takes a piece without waiting when it has
+    room, and tells of its cancel at the moment it is cancelled."""
 
     def offer(self, piece: Output) -> bool:
         """Deliver ``piece`` now, as :meth:`send` would, if that needs no wait and the
         sink is not cancelled; else deliver nothing and return False (use :meth:`send`).
         Called from a ``run_sync_soon`` callback, outside any task."""
+        ...
+
+    def call_on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` (quick, thread-safe) when the sink is cancelled, in the
+        cancelling call itself; returns what takes it back."""
         ...
 
 

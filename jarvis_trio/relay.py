@@ -163,10 +163,13 @@ async def relay_from_worker(
         finally:
             relay.close()
 
+    on_cancel = sink.call_on_cancel if isinstance(sink, DirectSink) else None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay.pump, sink)
-            result = await outcome.acapture(run_in_worker, in_thread, limiter=limiter)
+            result = await outcome.acapture(
+                run_in_worker, in_thread, limiter=limiter, on_cancel=on_cancel
+            )
             if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
                 nursery.cancel_scope.cancel()  # pending pieces are dropped, never sent
     except BaseExceptionGroup as group:

@@ -28,6 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import trio
@@ -95,6 +96,7 @@ class Stream:
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
         self._send, self._receive = trio.open_memory_channel[Output](CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
+        self._on_cancel: list[Callable[[], None]] = []
         self.blocked_on_reader = False
         # When the reader last came back for more (after its previous write completed).
         self.last_read_at = trio.current_time()
@@ -187,11 +189,24 @@ class Stream:
         self.scope.deadline = self.started_at + self.first_token_seconds
         self.decided.set()
 
+    def call_on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """``callback`` runs in :meth:`mark_cancelled` (at once if that has run)."""
+        if self.cancel_reason is not None:
+            callback()
+            return _nothing
+        self._on_cancel.append(callback)
+        return partial(_remove, self._on_cancel, callback)
+
     def mark_cancelled(self, reason: CancelReason) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason
             self.cancelled_at = trio.current_time()
         self.scope.cancel(reason=reason.value)
+        # A reader thread's token: its upstream socket is shut down now, not one
+        # scheduler pass later when the task that watches for the cancel runs.
+        callbacks, self._on_cancel = self._on_cancel, []
+        for callback in callbacks:
+            callback()
         self._ready.set()
         if self._reader_scope is not None:
             self._reader_scope.cancel()  # a coalescing reader's window
@@ -329,3 +344,12 @@ class Stream:
         self.reader_ended.set()
         if self.producer_done and self.on_reader_done is not None:
             self.on_reader_done(self)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _remove(callbacks: list[Callable[[], None]], callback: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):  # already run and dropped by mark_cancelled
+        callbacks.remove(callback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -182,6 +183,9 @@ class OfferingSink(ListSink):
         self.sent += 1
         await super().send(text)
 
+    def call_on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return lambda: None  # never cancelled on its own
+
 
 @deadline(10)
 async def test_an_idle_pump_is_not_woken_for_what_the_sink_takes_at_once() -> None:
@@ -218,13 +222,7 @@ async def test_a_cancelled_stream_takes_no_offer_in_the_pass_before_the_pump_see
     """The relay's callback can run between a cancel and the pump task seeing it (one
     scheduler pass); the stream refuses offers from its cancel on, so nothing is
     delivered after it, as when every piece went through ``send``."""
-    stream = Stream(
-        job=GenerationRequest(model="m", messages=()),
-        session_id="s",
-        request_id="r",
-        limits=StreamLimits(),
-    )
-    stream.start()
+    stream = live_stream()
     cancelled = threading.Event()
 
     def produce(token: CancelToken, relay: PieceRelay) -> None:
@@ -245,3 +243,54 @@ async def test_a_cancelled_stream_takes_no_offer_in_the_pass_before_the_pump_see
         stream.mark_cancelled(CancelReason.SUPERSEDED)
         cancelled.set()  # the thread puts "after" before the pump task runs again
     assert stream.log.after(0).pieces == ("first",) and stream.tokens == 1
+
+
+def live_stream() -> Stream:
+    stream = Stream(
+        job=GenerationRequest(model="m", messages=()),
+        session_id="s",
+        request_id="r",
+        limits=StreamLimits(),
+    )
+    stream.start()
+    return stream
+
+
+@deadline(10)
+async def test_a_stream_cancel_fires_the_thread_token_in_the_cancelling_call() -> None:
+    """Not a scheduler pass later: the upstream socket is shut down by mark_cancelled."""
+    stream = live_stream()
+    tokens: list[CancelToken] = []
+    waiting = threading.Event()
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        tokens.append(token)
+        waiting.set()
+        token.wait(5)
+
+    async def run() -> None:
+        with stream.scope:
+            await relay_from_worker(produce, stream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.to_thread.run_sync(waiting.wait)
+        stream.mark_cancelled(CancelReason.DISCONNECTED)
+        assert tokens[0].cancelled  # no await between the cancel and this line
+
+
+@deadline(10)
+async def test_a_finished_thread_token_is_not_fired_by_a_later_cancel() -> None:
+    """With kept-alive upstream connections, a stale token's callback would shut down a
+    connection another request now uses."""
+    stream = live_stream()
+    tokens: list[CancelToken] = []
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        tokens.append(token)
+        relay.put("done")
+
+    with stream.scope:
+        await relay_from_worker(produce, stream)
+    stream.mark_cancelled(CancelReason.SUPERSEDED)
+    assert not tokens[0].cancelled
