@@ -9,7 +9,7 @@ get that for free from :mod:`jarvis_trio.threads`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -211,6 +211,18 @@ def clean_text(text: str) -> str:
     Written back as UTF-8 it would otherwise fail mid-response and cut the stream.
     """
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def find_model(models: Iterable[ModelInfo], name: str) -> ModelInfo | None:
+    """The model ``name`` names. As in Ollama, a name without a tag is ``name:latest``;
+    and ``name:latest`` is also a listed ``name`` (the ids of OpenAI-compatible
+    servers and the embedded model have no tag)."""
+    listed = {m.id: m for m in models}
+    untagged = ":" not in name.rsplit("/", 1)[-1]
+    for candidate in (name, name.removesuffix(":latest"), name + ":latest" if untagged else ""):
+        if candidate in listed:
+            return listed[candidate]
+    return None
 
 
 class Sink(Protocol):

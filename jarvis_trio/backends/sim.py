@@ -31,11 +31,13 @@ from jarvis_trio.generation import (
     ModelInfo,
     Sink,
     Usage,
+    find_model,
 )
 from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken
 
 MODEL_ID = "jarvis-sim"
+SIM_MODEL = ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")
 LONG_ANSWER_TOKENS = 600
 _LONG_WORDS = ("long", "essay", "story", "detailed", "explain")
 
@@ -99,7 +101,7 @@ class SimBackend:
         self.mark_tokens = mark_tokens
 
     async def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=MODEL_ID, owned_by="jarvis-trio")]
+        return [SIM_MODEL]
 
     async def resolve_model(self, requested: str | None) -> str:
         return resolve_sim_model(requested)
@@ -272,8 +274,9 @@ def text_pieces(text: str) -> Iterator[str]:
 
 
 def resolve_sim_model(requested: str | None) -> str:
-    """The embedded model's only model; any other name is a 404."""
-    if requested in (None, MODEL_ID):
+    """The embedded model's only model (``jarvis-sim:latest`` too, as Ollama names it);
+    any other name is a 404."""
+    if requested is None or find_model([SIM_MODEL], requested) is not None:
         return MODEL_ID
     raise NotFound(
         f"The model {requested!r} does not exist; this server has {MODEL_ID!r}.",

@@ -55,6 +55,7 @@ from jarvis_trio.generation import (
     Piece,
     Sink,
     Usage,
+    find_model,
 )
 from jarvis_trio.relay import PieceRelay, relay_from_worker
 from jarvis_trio.threads import CancelToken, run_in_worker
@@ -196,7 +197,12 @@ class UpstreamBackend(ABC):
         first. ``""`` when no list is kept yet: :meth:`generate` resolves it then, inside
         the stream, after its session has acted (a supersede goes first)."""
         if requested:
-            return requested  # an unknown model is the upstream's 404, mapped before streaming
+            # ``name:latest`` is a listed ``name`` (Ollama's rule), checked against the kept
+            # list; with none kept yet, generate() checks it inside the stream. An unknown
+            # model is the upstream's 404, mapped before streaming.
+            listed = self.models.peek() if requested.endswith(":latest") else None
+            found = find_model(listed, requested) if listed else None
+            return found.id if found is not None else requested
         if self.default_model:
             return self.default_model
         models = self.models.peek()
@@ -212,6 +218,11 @@ class UpstreamBackend(ABC):
                     code="model_required",
                 )
             request = replace(request, model=models[0].id)
+        elif request.model.endswith(":latest") and self.models.peek() is None:
+            # Resolved with no list kept: look it up now, after the session has acted.
+            found = find_model(await self.models.get(), request.model)
+            if found is not None:
+                request = replace(request, model=found.id)
         return await relay_from_worker(
             partial(self._chat, request, sink), sink, limiter=self.limiter
         )

@@ -164,3 +164,50 @@ async def test_no_model_listed_is_still_a_400(
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "model_required"
     assert not [r for r in sim.requests() if r.path == "/api/chat"]
+
+
+@deadline(30)
+async def test_a_latest_name_asks_no_model_list_before_the_session_acts(
+    start_server: StartServer, sim: OllamaSim
+) -> None:
+    """Ollama's ``name:latest`` is looked up in the kept list; with none kept, inside
+    the stream: A's upstream is closed before the list is asked for, then B's chat."""
+    server, limiter = await gateway(start_server, sim)
+    headers = {"X-Session-Id": "s"}
+    async with server.client() as ca, server.client() as cb, trio.open_nursery() as nursery:
+
+        async def run_a() -> None:
+            body = chat(f"{MODEL}+stall_after=1")
+            async with ca.stream("POST", "/api/chat", json=body, headers=headers) as a:
+                async for _ in a.aiter_lines():
+                    pass
+
+        nursery.start_soon(run_a)
+        first = await sim.wait_request(lambda r: r.path == "/api/chat")
+        await sim.wait_until(lambda: any(r.tokens_sent == 1 for r in sim.requests()))
+        b = await cb.post("/api/chat", json=chat("tinyllama:latest", stream=False), headers=headers)
+        assert b.status_code == 200 and b.json()["model"] == "tinyllama:latest"
+    tags = [r for r in sim.requests() if r.path == TAGS]
+    chats = [r for r in sim.requests() if r.path == "/api/chat"]
+    assert len(tags) == 1 and len(chats) == 2
+    assert seq_of(sim, "close", first.conn) < seq_of(sim, "request", tags[0].conn)
+    assert seq_of(sim, "request", tags[0].conn) < seq_of(sim, "request", chats[1].conn)
+    assert chats[1].model == "tinyllama:latest"
+    # Kept now: the next such request asks no list.
+    async with server.client() as client:
+        again = await client.post("/api/chat", json=chat("tinyllama:latest", stream=False))
+        assert again.status_code == 200
+    assert len([r for r in sim.requests() if r.path == TAGS]) == 1
+    await all_closed(sim, limiter)
+
+
+async def test_latest_is_the_listed_untagged_name_when_a_list_is_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An OpenAI-compatible server lists ``gpt-x``; an Ollama client asks for ``gpt-x:latest``."""
+    backend = OllamaBackend("http://127.0.0.1:9", limiter=trio.CapacityLimiter(1))
+    backend.models.store([ModelInfo("gpt-x", "t"), ModelInfo("tinyllama:latest", "t")])
+    assert await backend.resolve_model("gpt-x:latest") == "gpt-x"
+    assert await backend.resolve_model("tinyllama:latest") == "tinyllama:latest"
+    assert await backend.resolve_model("other:latest") == "other:latest"  # the upstream's 404
+    assert await backend.resolve_model("gpt-x") == "gpt-x"

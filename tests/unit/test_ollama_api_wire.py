@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from jarvis_trio.api.ollama import models, ndjson
+from jarvis_trio.api.ollama import ndjson
 from jarvis_trio.api.ollama.conversation import image_url
 from jarvis_trio.api.ollama.requests import parse_chat, parse_generate
 from jarvis_trio.backends import ollama_wire, openai_wire
 from jarvis_trio.errors import InvalidRequest, UpstreamError
-from jarvis_trio.generation import Delta, Usage
+from jarvis_trio.generation import Delta, Usage, find_model
 from jarvis_trio.outcomes import Ending, Outcome
 from jarvis_trio.rules import CancelReason
 
@@ -313,8 +313,8 @@ def test_model_names_with_latest_are_the_bare_name() -> None:
         ModelInfo("llama3.2:1b", "x"),
         ModelInfo("qwen:latest", "x"),
     ]
-    assert models.find(listed, "jarvis-sim:latest") == listed[0]
-    assert models.find(listed, "llama3.2:1b") == listed[1]
-    assert models.find(listed, "llama3.2") is None
-    assert models.find(listed, "qwen") == listed[2]
-    assert models.find(listed, "qwen:7b") is None
+    assert find_model(listed, "jarvis-sim:latest") == listed[0]
+    assert find_model(listed, "llama3.2:1b") == listed[1]
+    assert find_model(listed, "llama3.2") is None
+    assert find_model(listed, "qwen") == listed[2]
+    assert find_model(listed, "qwen:7b") is None

@@ -107,15 +107,3 @@ def ps(models: Iterable[ModelInfo], now: datetime) -> dict[str, object]:
             for m in models
         ]
     }
-
-
-def find(models: Iterable[ModelInfo], name: str) -> ModelInfo | None:
-    """The model ``name`` names. As in Ollama, a name without a tag is ``name:latest``;
-    and ``name:latest`` is also a listed ``name`` (the ids of OpenAI-compatible
-    servers and the embedded model have no tag)."""
-    listed = {m.id: m for m in models}
-    untagged = ":" not in name.rsplit("/", 1)[-1]
-    for candidate in (name, name.removesuffix(":latest"), name + ":latest" if untagged else ""):
-        if candidate in listed:
-            return listed[candidate]
-    return None

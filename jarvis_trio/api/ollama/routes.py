@@ -28,7 +28,7 @@ from jarvis_trio.api.ollama.requests import (
 )
 from jarvis_trio.api.state import state
 from jarvis_trio.errors import ApiError, NotFound
-from jarvis_trio.generation import ModelInfo, Output
+from jarvis_trio.generation import ModelInfo, Output, find_model
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.streams import Stream
 
@@ -50,16 +50,10 @@ def _not_found(name: str) -> NotFound:
 
 
 async def _resolve(name: str) -> str:
-    """The backend's id for ``name`` (``name:latest`` is ``name``, as in Ollama), or
-    Ollama's 404."""
-    backend = state().backend
-    if name.endswith(":latest"):
-        listed = await backend.list_models()
-        found = models.find(listed, name)
-        if found is not None:
-            name = found.id
+    """The backend's id for ``name`` (``name:latest`` is ``name``, as in Ollama, which
+    the backend resolves without asking upstream on the request path), or Ollama's 404."""
     try:
-        return await backend.resolve_model(name)
+        return await state().backend.resolve_model(name)
     except NotFound as error:
         raise _ollama_error(error, name) from None
 
@@ -167,7 +161,7 @@ async def show() -> Response:
         if shown is None:
             raise _not_found(name)
         return jsonify(shown)
-    found = models.find(await backend.list_models(), name)
+    found = find_model(await backend.list_models(), name)
     if found is None:
         raise _not_found(name)
     return jsonify(models.show(found, _STARTED))
