@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )
+    upstream_keepalive: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="Idle upstream connections kept alive for reuse (each for at most 2 s). "
+        "A cancelled request's connection is shut down and never reused, and no request "
+        "is ever resent on a kept-alive connection the upstream closed: that request "
+        "fails. 0: a new upstream connection per request.",
+    )
     join_budget: float = Field(
         2.0,
         ge=0,

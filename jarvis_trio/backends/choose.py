@@ -35,6 +35,7 @@ def choose_backend(settings: Settings, limiter: trio.CapacityLimiter) -> Backend
             default_model=settings.default_model,
             connect_timeout=settings.upstream_connect_timeout,
             models_ttl=settings.models_ttl_seconds,
+            keepalive=settings.upstream_keepalive,
         )
     else:
         if not settings.upstream_url:
@@ -46,6 +47,7 @@ def choose_backend(settings: Settings, limiter: trio.CapacityLimiter) -> Backend
             default_model=settings.default_model,
             connect_timeout=settings.upstream_connect_timeout,
             models_ttl=settings.models_ttl_seconds,
+            keepalive=settings.upstream_keepalive,
         )
     return backend
 

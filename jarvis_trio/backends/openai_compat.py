@@ -30,6 +30,7 @@ class OpenAICompatBackend(UpstreamBackend):
         default_model: str | None = None,
         connect_timeout: float = 5.0,
         models_ttl: float = 60.0,
+        keepalive: int = 0,
     ) -> None:
         super().__init__(
             url,
@@ -38,6 +39,7 @@ class OpenAICompatBackend(UpstreamBackend):
             connect_timeout=connect_timeout,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             models_ttl=models_ttl,
+            keepalive=keepalive,
         )
 
     def chat_body(self, request: GenerationRequest) -> dict[str, Any]:

@@ -13,16 +13,41 @@ no network backend. So the upstream client is assembled from public parts:
 - :class:`TokenTransport`, an ``httpx.BaseTransport`` around an ``httpcore.ConnectionPool``
   built with that backend. It adapts requests, responses and errors as httpx's own
   transport does, and hands the request's token (the :data:`TOKEN` request extension) to
-  the backend for the duration of the connect.
+  the backend for the duration of the request's connect, writes and header reads.
 
 The shutdown is registered on a :class:`_Line`, not on a socket object: TLS wraps the
 connected socket in a new object and detaches the old one, and the line follows the
 swap (before the handshake, which a cancel must be able to abort too).
+
+Keep-alive
+----------
+A connection whose response was read to its end goes back to the pool (at most
+``keepalive`` idle ones, each for at most :data:`KEEPALIVE_EXPIRY` seconds) and may
+serve a later request. A line answers to one token at a time, its *owner*:
+
+- a new connection is claimed by its request's token before ``connect()``;
+- a reused one is claimed by the next request's token on that request's first write
+  (httpcore writes the request head before it reads anything), on the thread whose
+  token the backend knows: so a cancel always shuts down the socket its request uses;
+- a response that is closed releases the line, so a token that fires late (its request
+  is over) shuts down nothing, in particular not a connection another request now uses.
+
+A shut-down line is *dead*: it reports itself readable, which is what httpcore asks
+an idle connection before it reuses it (``is_readable``), so it is discarded, never
+reused. No request is ever sent twice: there is no retry here, and httpcore has none;
+a reused connection that the peer closed while our request was on its way fails the
+request with the ordinary upstream error.
+
+:func:`finish_body` reads what is left of a streamed body after its last line (the
+chunked terminator) without waiting more than :data:`DRAIN_SECONDS`, so a stream that
+ended normally can return its connection; if the rest is not there yet, the
+connection is closed instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import socket
 import ssl
@@ -37,6 +62,16 @@ from jarvis_trio.threads import CancelToken
 
 # The request extension that carries the request's cancel token to the transport.
 TOKEN = "jarvis_cancel_token"
+
+# Seconds an idle kept-alive connection may wait for its next request. Below the
+# idle timeouts of common upstream servers (uvicorn, hypercorn, llama.cpp: 5 s), so
+# we close first rather than race the server's close with a new request.
+KEEPALIVE_EXPIRY = 2.0
+
+# The longest wait for the rest of a body after its last line (the chunked
+# terminator), which decides whether the connection can be kept; never longer,
+# since the client's ending waits for it.
+DRAIN_SECONDS = 0.005
 
 # httpcore's errors as httpx's, most specific first (httpx's HTTPTransport maps the same).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -69,24 +104,47 @@ def _httpx_errors() -> Iterator[None]:
 
 
 class _Line:
-    """The socket of one connection, as the cancel token's callback reaches it."""
+    """The socket of one connection, as the cancel token of its current request reaches it."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._lock = threading.Lock()
         self.sock = sock
+        self.owner: CancelToken | None = None  # the token of the request using the line
+        self.dead = False  # shut down by a cancel: never to be reused
+        self.drain: float | None = None  # a read timeout for the rest of a finished body
 
     def swap(self, sock: socket.socket) -> None:
         with self._lock:
             self.sock = sock
 
-    def shutdown(self) -> None:
-        """Abort a blocked ``connect()``, ``recv()`` or handshake; the peer sees EOF."""
+    def claim(self, token: CancelToken) -> None:
+        """From now on the line serves ``token``'s request: its cancel shuts the line down
+        (at once if it has fired already)."""
         with self._lock:
-            # The plain TCP shutdown, also for a TLS socket (whose own shutdown() drops
-            # its SSL object under a reading thread). OSError: already closed, the
-            # request ended on its own.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            self.owner = token
+            self.drain = None
+        token.add_callback(functools.partial(self._cancel, token))
+
+    def release(self, token: CancelToken | None) -> None:
+        """``token``'s request is over: a late fire of it must not reach the line."""
+        with self._lock:
+            self.drain = None
+            if self.owner is token:
+                self.owner = None
+
+    def _cancel(self, token: CancelToken) -> None:
+        with self._lock:
+            if self.owner is token:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Abort a blocked ``connect()``, ``recv()`` or handshake; the peer sees EOF."""
+        self.dead = True
+        # The plain TCP shutdown, also for a TLS socket (whose own shutdown() drops
+        # its SSL object under a reading thread). OSError: already closed, the
+        # request ended on its own.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -101,16 +159,32 @@ def _readable(sock: socket.socket) -> bool:
 class SocketStream(httpcore.NetworkStream):
     """httpcore's view of one connection: blocking reads and writes on its socket."""
 
-    def __init__(self, line: _Line) -> None:
+    def __init__(self, line: _Line, current: threading.local) -> None:
         self._line = line
+        self._current = current  # the backend's: the token of this thread's request
 
     @property
     def sock(self) -> socket.socket:
         return self._line.sock
 
+    def _claim(self) -> None:
+        """A request on a kept-alive connection: its token takes the line over."""
+        token: CancelToken | None = getattr(self._current, "token", None)
+        if token is not None and token is not self._line.owner:
+            self._line.claim(token)
+
+    def drain_within(self, seconds: float) -> None:
+        """Reads of the rest of this response wait at most ``seconds`` (:func:`finish_body`)."""
+        self._line.drain = seconds
+
+    def release(self, token: CancelToken | None) -> None:
+        self._line.release(token)
+
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._claim()
+        drain = self._line.drain
         try:
-            self.sock.settimeout(timeout)
+            self.sock.settimeout(timeout if drain is None else drain)
             return self.sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(exc) from exc
@@ -118,6 +192,7 @@ class SocketStream(httpcore.NetworkStream):
             raise httpcore.ReadError(exc) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._claim()
         try:
             self.sock.settimeout(timeout)
             self.sock.sendall(buffer)
@@ -148,7 +223,7 @@ class SocketStream(httpcore.NetworkStream):
         except (OSError, ValueError) as exc:
             self.close()
             raise httpcore.ConnectError(exc) from exc
-        return SocketStream(self._line)
+        return SocketStream(self._line, self._current)
 
     def get_extra_info(self, info: str) -> Any:
         sock = self.sock
@@ -160,8 +235,8 @@ class SocketStream(httpcore.NetworkStream):
             return sock.getsockname()
         if info == "server_addr":
             return sock.getpeername()
-        if info == "is_readable":
-            return _readable(sock)
+        if info == "is_readable":  # httpcore asks before it reuses an idle connection
+            return self._line.dead or _readable(sock)
         return None
 
 
@@ -175,7 +250,7 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
 
     @contextlib.contextmanager
     def token(self, token: CancelToken | None) -> Iterator[None]:
-        """Connections made on this thread inside the block answer to ``token``."""
+        """Connections made or reused on this thread inside the block answer to ``token``."""
         self._current.token = token
         try:
             yield
@@ -199,7 +274,7 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
         for family, kind, proto, _, address in addresses:
             line = _Line(socket.socket(family, kind, proto))
             if token is not None:
-                token.add_callback(line.shutdown)
+                line.claim(token)
             sock = line.sock
             try:
                 sock.settimeout(timeout)
@@ -216,7 +291,7 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
             for option in socket_options or ():
                 sock.setsockopt(*option)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return SocketStream(line)
+            return SocketStream(line, self._current)
         raise httpcore.ConnectError(last) from last
 
     def connect_unix_socket(
@@ -229,16 +304,21 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    """httpcore's response body, with its errors as httpx's."""
+    """httpcore's response body, with its errors as httpx's; closing it releases its line."""
 
-    def __init__(self, stream: Iterable[bytes]) -> None:
+    def __init__(self, stream: Iterable[bytes], network: object, token: CancelToken | None) -> None:
         self._stream = stream
+        self._network = network
+        self._token = token
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpx_errors():
             yield from self._stream
 
     def close(self) -> None:
+        # Released before httpcore may hand the connection to another request.
+        if isinstance(self._network, SocketStream):
+            self._network.release(self._token)
         close = getattr(self._stream, "close", None)
         if close is not None:
             with _httpx_errors():
@@ -248,18 +328,27 @@ class _ResponseStream(httpx.SyncByteStream):
 class TokenTransport(httpx.BaseTransport):
     """An httpx transport over an httpcore pool of :class:`TokenNetworkBackend` connections.
 
-    A request names its cancel token in the :data:`TOKEN` extension. No keep-alive: each
-    request has a connection of its own, so its token reaches exactly its socket.
+    A request names its cancel token in the :data:`TOKEN` extension; its token reaches
+    exactly the socket it uses, new or kept alive (the module's doc). At most
+    ``keepalive`` idle connections are kept (0: none, a new connection per request).
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, *, keepalive: int = 0) -> None:
+        if keepalive < 0:
+            raise ValueError("keepalive must be >= 0")
         self._backend = TokenNetworkBackend()
         self._connections = httpcore.ConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=None,
-            max_keepalive_connections=0,
+            max_keepalive_connections=keepalive,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
             network_backend=self._backend,
         )
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections kept alive, waiting for a request (for tests and metrics)."""
+        return sum(1 for c in self._connections.connections if c.is_idle())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
@@ -283,9 +372,28 @@ class TokenTransport(httpx.BaseTransport):
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_ResponseStream(response.stream),
+            stream=_ResponseStream(
+                response.stream, response.extensions.get("network_stream"), token
+            ),
             extensions=response.extensions,
         )
 
     def close(self) -> None:
         self._connections.close()
+
+
+def finish_body(response: httpx.Response, rest: Iterator[str]) -> None:
+    """Read the rest of a streamed body whose last line was read (``rest``: the lines
+    still to come, normally none: only the chunked terminator), waiting at most
+    :data:`DRAIN_SECONDS` per read, so its connection can go back to the pool.
+
+    If the rest does not come that soon (or is more than a few lines), the response
+    is left unfinished and closing it closes its connection. Never raises.
+    """
+    network = response.extensions.get("network_stream")
+    if not isinstance(network, SocketStream):
+        return
+    network.drain_within(DRAIN_SECONDS)
+    with contextlib.suppress(httpx.HTTPError):
+        for _ in zip(range(4), rest, strict=False):
+            pass

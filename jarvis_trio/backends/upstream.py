@@ -14,8 +14,12 @@ black-holed address), a TLS handshake, or a ``recv()``, also while the thread is
 still waiting for the response headers; and the upstream sees EOF, which stops
 generation.
 
-Keep-alive is off on purpose: each request has a connection of its own, so the
-token reaches exactly its socket.
+With keep-alive on (``keepalive`` > 0, ``JARVIS_UPSTREAM_KEEPALIVE``), a connection
+whose answer was read to its end serves a later request, and that request's token
+takes the socket over on its first write; a cancelled request's connection is shut
+down and never reused; nothing is ever sent twice (the transport's doc). A stream
+reads the body's end after its last line only if it is there at once
+(:func:`~jarvis_trio.backends.transport.finish_body`), so its ending is not delayed.
 
 Transport failures are mapped to our errors here, at the boundary. After a
 cancel, whatever the thread raises is dropped by
@@ -38,7 +42,7 @@ import httpx
 import trio
 
 from jarvis_trio.backends.model_cache import ModelCache
-from jarvis_trio.backends.transport import TOKEN, TokenTransport
+from jarvis_trio.backends.transport import TOKEN, TokenTransport, finish_body
 from jarvis_trio.errors import (
     InvalidRequest,
     ServiceUnavailable,
@@ -65,7 +69,7 @@ ERROR_BODY_LIMIT = 64 * 1024
 
 
 class UpstreamHttp:
-    """One httpx client per backend; a fresh connection per request."""
+    """One httpx client per backend; at most ``keepalive`` idle connections kept for reuse."""
 
     def __init__(
         self,
@@ -73,8 +77,10 @@ class UpstreamHttp:
         *,
         connect_timeout: float = 5.0,
         headers: dict[str, str] | None = None,
+        keepalive: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.transport = TokenTransport(keepalive=keepalive)
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -82,7 +88,7 @@ class UpstreamHttp:
             # dead after ReadTimeout); cancellation and our inactivity deadline
             # reach a silent read through the socket shutdown instead.
             timeout=httpx.Timeout(connect_timeout, read=None),
-            transport=TokenTransport(),
+            transport=self.transport,
         )
 
     def close(self) -> None:
@@ -157,11 +163,14 @@ class UpstreamBackend(ABC):
         connect_timeout: float = 5.0,
         headers: dict[str, str] | None = None,
         models_ttl: float = 60.0,
+        keepalive: int = 0,
     ) -> None:
         self.url = url.rstrip("/")
         self.default_model = default_model
         self.limiter = limiter
-        self._http = UpstreamHttp(self.url, connect_timeout=connect_timeout, headers=headers)
+        self._http = UpstreamHttp(
+            self.url, connect_timeout=connect_timeout, headers=headers, keepalive=keepalive
+        )
         # For requests that name no model (the app runs its background refresh).
         self.models = ModelCache(self.list_models, ttl=models_ttl)
 
@@ -281,7 +290,8 @@ class UpstreamBackend(ABC):
             usage: Usage | None = None
             model: str | None = None
             extra: dict[str, Any] = {}
-            for line in response.iter_lines():
+            lines = response.iter_lines()
+            for line in lines:
                 token.raise_if_cancelled()  # the poll between lines
                 piece = parse(line)
                 if piece is None:
@@ -298,6 +308,7 @@ class UpstreamBackend(ABC):
                 if piece.extra:  # rare: a line with the upstream's own keys
                     extra.update(piece.extra)
                 if piece.end:
+                    finish_body(response, lines)  # the connection can be kept
                     break
         if finish is None:
             raise UpstreamError(
