@@ -40,6 +40,8 @@ from benchmarks.stack import VARIANTS, open_stack, raise_fd_limit
 # Enough stream slots and worker threads for every stream of the memory phase (jarvis-trio
 # only reads them): the phases measure the cost of streams, not the admission bound.
 SERVER_ENV = {"JARVIS_MAX_STREAMS": "2048", "JARVIS_THREAD_LIMIT": "2048"}
+# The throughput level at which new streams are probed for their first token.
+PROBED_AT = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Profile:
     memory_ramp: float  # s, at most, to get every stream its first token
     agent_rounds: int
     agent_timeout: float  # s per round, each wait included
+    # New streams opened one at a time while PROBED_AT streams run (their TTFT).
+    probes: int = 10
 
     def describe(self, phases: Iterable[str] = ()) -> str:
         """The profile's counts, of the phases named (all when none are)."""
@@ -70,7 +74,8 @@ class Profile:
             "rounds in a row without a B)",
             "ttft": f"{self.ttft_rounds} TTFT rounds",
             "throughput": f"throughput at {', '.join(map(str, self.concurrency))} streams "
-            f"({self.window:g} s windows after up to {self.warmup:g} s of warm-up)",
+            f"({self.window:g} s windows after up to {self.warmup:g} s of warm-up; then "
+            f"{self.probes} new streams, one at a time, while {PROBED_AT} run)",
             "storm": f"a storm of {self.storm_requests} requests over "
             f"{self.storm_sessions} sessions",
             "memory": f"{self.memory_streams:,} streams for the memory peak",
@@ -116,6 +121,7 @@ PROFILES = {
         memory_ramp=60.0,
         agent_rounds=100,
         agent_timeout=5.0,
+        probes=50,
     ),
 }
 
@@ -204,7 +210,11 @@ def run_variant(
                 with open_stack(variant, env=SERVER_ENV, stop_grace=stop_grace) as stack:
                     results.throughput.append(
                         throughput.measure_point(
-                            stack, c, warmup=profile.warmup, window=profile.window
+                            stack,
+                            c,
+                            warmup=profile.warmup,
+                            window=profile.window,
+                            probes=profile.probes if c == PROBED_AT else 0,
                         )
                     )
                 bar()

@@ -10,6 +10,12 @@ time (user + system, psutil) and this client's. Then the clients leave.
 ``served`` is how many streams received a token within the window: the
 baseline's executor threads (``min(32, cores + 4)``) bound how many it serves
 at once, a property of its design that is reported, not fixed.
+
+``probes`` > 0: after the window, while the streams still run, that many new
+streams are opened one at a time (a short answer each, its first token after
+1 ms at the simulator), and each one's time to first token is kept: what a user
+who arrives at a busy gateway waits (``probe_ttft_ms``; ``None``: no first token
+within ``timeout``).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import httpx
 import psutil
 import trio
 
+from benchmarks.handoff import is_content_chunk
 from benchmarks.load import StreamCount, chat_body, run_streams, wait_started
 from benchmarks.stack import Stack
 from benchmarks.stats import summarize
@@ -39,6 +47,7 @@ class ThroughputPoint:
     started: int  # streams that had their first token by the window's end
     ttft_p50_s: float | None  # of the streams that started
     ttft_p99_s: float | None
+    probe_ttft_ms: tuple[float | None, ...] = ()  # new streams opened while these ran
 
     @property
     def tokens_per_s(self) -> float:
@@ -54,8 +63,32 @@ def _cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+PROBE = MODEL + "+slow=0.001+tokens=3"
+
+
+async def _probe(stack: Stack, i: int) -> float | None:
+    """One new stream's time to first token (ms), read to its end (the caller bounds it)."""
+    first: float | None = None
+    async with httpx.AsyncClient(base_url=stack.url, timeout=None) as client:
+        t0 = time.monotonic()
+        body = chat_body(PROBE, f"probe {i}")
+        async with client.stream(
+            "POST", "/v1/chat/completions", json=body, headers=stack.headers
+        ) as response:
+            async for line in response.aiter_lines():
+                if first is None and is_content_chunk(line):
+                    first = (time.monotonic() - t0) * 1000
+    return first
+
+
 def measure_point(
-    stack: Stack, concurrency: int, *, warmup: float, window: float, timeout: float = 60.0
+    stack: Stack,
+    concurrency: int,
+    *,
+    warmup: float,
+    window: float,
+    timeout: float = 60.0,
+    probes: int = 0,
 ) -> ThroughputPoint:
     counts = [StreamCount() for _ in range(concurrency)]
     # Long enough to outlast the measurement, short enough to plan cheaply: the
@@ -66,6 +99,7 @@ def measure_point(
     got: dict[str, float] = {}
     before: list[int] = []
     after: list[int] = []
+    probed: list[float | None] = []
 
     async def hold() -> None:
         await wait_started(counts, within=warmup, quiet=1.0)
@@ -78,6 +112,12 @@ def measure_point(
         got["sim"] = _cpu(stack.sim) - got["sim"]
         got["t"] = time.monotonic() - got["t"]
         after.extend(c.tokens for c in counts)
+        for i in range(probes):
+            with trio.move_on_after(timeout):
+                probed.append(await _probe(stack, i))
+            if len(probed) <= i:
+                probed.append(None)
+            await trio.sleep(0.1)  # one at a time, apart
 
     trio.run(
         lambda: run_streams(
@@ -97,4 +137,5 @@ def measure_point(
         started=ttft.count,
         ttft_p50_s=ttft.p50,
         ttft_p99_s=ttft.p99,
+        probe_ttft_ms=tuple(probed),
     )
