@@ -20,6 +20,9 @@ from jarvis_trio import logs
 from jarvis_trio.api import JarvisState
 from jarvis_trio.tools import processes
 
+# Connections the kernel queues for accept() (Linux caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
 
 class _Config(HypercornConfig):
     """hypercorn's config, serving sockets bound beforehand (:func:`bind_sockets`)."""
@@ -40,6 +43,10 @@ def hypercorn_config(
     config.prebound = sockets
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
+    # hypercorn listens with a backlog of 100: a burst of connects (a page of agents, a
+    # load test) beyond that is dropped by the kernel, and a dropped SYN is retried only
+    # after 1 s. Queued, they wait for the accept loop instead (docs/benchmarks.md).
+    config.backlog = LISTEN_BACKLOG
     # Through our own handler and format, not a second one of hypercorn's.
     config.errorlog = logging.getLogger("hypercorn.error")
     # Our own shutdown has ended every stream before this grace period starts; what
