@@ -26,6 +26,13 @@ pump stops taking, the list fills up to ``RELAY_LIMIT``, and the thread waits
 for room. That wait ends at once when the stream is cancelled (the relay's
 callback on the thread's :class:`~jarvis_trio.threads.CancelToken`).
 
+The upstream's answer opening (:meth:`PieceRelay.opened`: the sink's ``opened``,
+which lets the response headers go out) takes the same way, ahead of the pieces
+put after it: the thread does not wait for it. A ``from_thread.run_sync`` there
+held the thread for a round trip to trio (a wake-up of the task that started
+it and one of the thread) between the upstream's first line and its first
+piece, on every stream's time to first token.
+
 Invariant: pieces reach the sink in the order they were put, each once; after
 a cancel, none (the pump is cancelled with the stream, and what it had not
 sent yet is dropped, as a cancelled ``from_thread.run`` would have). A callback
@@ -55,6 +62,16 @@ if TYPE_CHECKING:  # backends import this module
 
 T = TypeVar("T")
 
+
+class _Opened:
+    """In the pending list: call the sink's ``opened`` (with ``model``) here, in order."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model
+
+
 # Pieces the thread may run ahead of the pump (the stream buffers more behind it).
 RELAY_LIMIT = 16
 
@@ -66,7 +83,7 @@ class PieceRelay:
         self._room = threading.Condition(self._lock)
         # Invariant (under the lock): the pump has been woken since the list last
         # became non-empty, or it is about to look at the list anyway.
-        self._pending: list[Output] = []
+        self._pending: list[Output | _Opened] = []
         self._closed = False
         self._cancelled = False
         self._trio_token = trio.lowlevel.current_trio_token()
@@ -80,15 +97,23 @@ class PieceRelay:
         """Let a cancel free a thread that waits for room."""
         token.add_callback(self._cancel)
 
+    def opened(self, model: str | None) -> None:
+        """The upstream answered: the sink's ``opened(model)`` runs on the trio side
+        before any piece put after this call. Does not wait for it."""
+        self._append(_Opened(model))
+
     def put(self, text: Output) -> None:
         """Hand one piece to the pump; waits while ``limit`` pieces are pending."""
+        self._append(text)
+
+    def _append(self, item: Output | _Opened) -> None:
         with self._lock:
             while len(self._pending) >= self._limit and not self._cancelled:
                 self._room.wait()
             if self._cancelled:
                 raise WorkerCancelled
             wake = not self._pending
-            self._pending.append(text)
+            self._pending.append(item)
         if wake:
             self._trio_token.run_sync_soon(self._wake_pump)
 
@@ -109,8 +134,10 @@ class PieceRelay:
         if self._pump_idle and self._direct is not None:
             with self._lock:
                 taken = 0
-                for text in self._pending:
-                    if not self._direct.offer(text):
+                for item in self._pending:
+                    if isinstance(item, _Opened):
+                        self._direct.opened(item.model)
+                    elif not self._direct.offer(item):
                         break
                     taken += 1
                 if taken:
@@ -130,8 +157,11 @@ class PieceRelay:
                 if pieces:
                     self._room.notify_all()
             if pieces:
-                for text in pieces:
-                    await sink.send(text)
+                for item in pieces:
+                    if isinstance(item, _Opened):
+                        sink.opened(item.model)
+                    else:
+                        await sink.send(item)
                 continue
             if closed:
                 return

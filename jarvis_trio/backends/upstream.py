@@ -212,9 +212,7 @@ class UpstreamBackend(ABC):
                     code="model_required",
                 )
             request = replace(request, model=models[0].id)
-        return await relay_from_worker(
-            partial(self._chat, request, sink), sink, limiter=self.limiter
-        )
+        return await relay_from_worker(partial(self._chat, request), sink, limiter=self.limiter)
 
     async def aclose(self) -> None:
         self._http.close()
@@ -251,7 +249,7 @@ class UpstreamBackend(ABC):
                 raise UpstreamError(f"The model server sent a malformed {what}.") from None
 
     def _chat(
-        self, request: GenerationRequest, sink: Sink, token: CancelToken, relay: PieceRelay
+        self, request: GenerationRequest, token: CancelToken, relay: PieceRelay
     ) -> GenerationResult:
         body = self.chat_body(request)
         headers = {"X-Jarvis-Session": request.trace_session} if request.trace_session else None
@@ -276,7 +274,7 @@ class UpstreamBackend(ABC):
                 if piece is None:
                     continue
                 if not opened:  # the first answer, not just headers: it names the model
-                    trio.from_thread.run_sync(sink.opened, piece.model or request.model)
+                    relay.opened(piece.model or request.model)  # before its piece, no wait
                     opened = True
                 if piece.output != "":
                     relay.put(piece.output)
