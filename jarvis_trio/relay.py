@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 import outcome
 import trio
@@ -56,6 +56,19 @@ if TYPE_CHECKING:  # backends import this module
     from jarvis_trio.generation import Output, Sink
 
 T = TypeVar("T")
+
+
+_DIRECT_TYPES: dict[type, bool] = {}
+
+
+def _is_direct(sink: Sink) -> TypeGuard[DirectSink]:
+    """``isinstance(sink, DirectSink)``, asked once per class: a protocol check walks
+    the protocol's members every time (Python 3.11)."""
+    kind = type(sink)
+    known = _DIRECT_TYPES.get(kind)
+    if known is None:
+        known = _DIRECT_TYPES[kind] = isinstance(sink, DirectSink)
+    return known
 
 
 class _Opened:
@@ -156,7 +169,7 @@ class PieceRelay:
             raise
 
     async def _pump(self, sink: Sink) -> None:
-        self._direct = sink if isinstance(sink, DirectSink) else None
+        self._direct = sink if _is_direct(sink) else None
         while True:
             with self._lock:
                 pieces, self._pending = self._pending, []

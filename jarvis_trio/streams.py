@@ -43,6 +43,8 @@ CHANNEL_BUFFER = 64
 # output: it is sent only once ``cancel_reason`` is set, and the reader checks that
 # after every wait, before it keeps anything.
 _WAKE = cast(Output, object())
+# Subscripted once: ``open_memory_channel[Output]`` per stream goes through typing's cache.
+_open_output_channel = trio.open_memory_channel[Output]
 
 
 def new_stream_id() -> str:
@@ -93,7 +95,7 @@ class Stream:
         # The reader side is over: it took everything, was cut off, or left.
         self.reader_ended = trio.Event()
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
-        self._send, self._receive = trio.open_memory_channel[Output](CHANNEL_BUFFER)
+        self._send, self._receive = _open_output_channel(CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
         self.blocked_on_reader = False
         # When the reader last came back for more (after its previous write completed).
