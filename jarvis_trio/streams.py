@@ -227,6 +227,10 @@ class Stream:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    def has_output(self) -> bool:
+        """Something waits in the channel: the next batch needs no wait for the backend."""
+        return self._receive.statistics().current_buffer_used > 0
+
     async def batches(self, coalesce: float = 0.0) -> AsyncGenerator[list[Output], None]:
         """Output in batches of what is already buffered; stops at the end or a cancel.
 
