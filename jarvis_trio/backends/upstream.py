@@ -83,6 +83,9 @@ class UpstreamHttp:
             timeout=httpx.Timeout(connect_timeout, read=None),
             transport=TokenTransport(),
         )
+        # Each path's absolute URL, merged with the base once: httpx merging a relative
+        # path costs about 30 µs per request, in the worker before it connects.
+        self._urls: dict[str, httpx.URL] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -99,9 +102,12 @@ class UpstreamHttp:
     ) -> Iterator[httpx.Response]:
         """Send a request whose response is read in the caller's (worker) thread."""
         token.raise_if_cancelled()
+        url = self._urls.get(path)
+        if url is None:  # a few fixed paths; a race only merges one twice
+            url = self._urls[path] = self._client.build_request(method, path).url
         try:
             with self._client.stream(
-                method, path, json=json, headers=headers, extensions={TOKEN: token}
+                method, url, json=json, headers=headers, extensions={TOKEN: token}
             ) as response:
                 yield response
         except httpx.ConnectError as exc:
