@@ -9,6 +9,7 @@ live inside their owner, so one key can never see or cancel another's streams.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -29,6 +30,7 @@ def owner_of_key(key: str) -> str:
 _LABEL_SECRET = secrets.token_bytes(16)
 
 
+@functools.lru_cache(maxsize=1024)  # owners are few; requests with a session many
 def owner_label(owner: str) -> str:
     """What an upstream may see of ``owner`` (in ``X-Jarvis-Session``): an HMAC."""
     return hmac.new(_LABEL_SECRET, owner.encode(), "sha256").hexdigest()[:16]

@@ -6,6 +6,7 @@ configuration reference is generated from its fields (``make config-docs``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -347,6 +348,7 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
 
+@functools.lru_cache(maxsize=1024)  # asked of every request's two addresses
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

@@ -243,7 +243,8 @@ class DirectSink(Sink, Protocol):
     def offer(self, piece: Output) -> bool:
         """Deliver ``piece`` now, as :meth:`send` would, if that needs no wait and the
         sink is not cancelled; else deliver nothing and return False (use :meth:`send`).
-        Called from a ``run_sync_soon`` callback, outside any task."""
+        Called from a ``run_sync_soon`` callback, outside any task (and so may be
+        :meth:`~Sink.opened`: neither may raise)."""
         ...
 
     def call_on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:

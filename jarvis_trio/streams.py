@@ -44,6 +44,8 @@ CHANNEL_BUFFER = 64
 # output: it is sent only once ``cancel_reason`` is set, and the reader checks that
 # after every wait, before it keeps anything.
 _WAKE = cast(Output, object())
+# Subscripted once: ``open_memory_channel[Output]`` per stream goes through typing's cache.
+_open_output_channel = trio.open_memory_channel[Output]
 
 
 def new_stream_id() -> str:
@@ -94,7 +96,7 @@ class Stream:
         # The reader side is over: it took everything, was cut off, or left.
         self.reader_ended = trio.Event()
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
-        self._send, self._receive = trio.open_memory_channel[Output](CHANNEL_BUFFER)
+        self._send, self._receive = _open_output_channel(CHANNEL_BUFFER)
         self._reader_scope: trio.CancelScope | None = None
         self._on_cancel: list[Callable[[], None]] = []
         self.blocked_on_reader = False
@@ -239,6 +241,10 @@ class Stream:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    def has_output(self) -> bool:
+        """Something waits in the channel: the next batch needs no wait for the backend."""
+        return self._receive.statistics().current_buffer_used > 0
 
     async def batches(self, coalesce: float = 0.0) -> AsyncGenerator[list[Output], None]:
         """Output in batches of what is already buffered; stops at the end or a cancel.

@@ -105,20 +105,11 @@ async def raise_plain_cancelled(group: BaseExceptionGroup[BaseException]) -> Non
 
 
 async def run_in_worker(
-    fn: Callable[[CancelToken], T],
-    *,
-    limiter: trio.CapacityLimiter | None = None,
-    on_cancel: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+    fn: Callable[[CancelToken], T], *, limiter: trio.CapacityLimiter | None = None
 ) -> T:
-    """Run ``fn(token)`` in a worker thread; cancelling the caller fires the token.
-
-    ``on_cancel`` (a stream's ``call_on_cancel``): the token also fires inside the
-    call that cancels the stream, a scheduler pass before the watcher task runs (a
-    pass is long in a busy server), and is taken back when the thread is done.
-    """
+    """Run ``fn(token)`` in a worker thread; cancelling the caller fires the token."""
     token = CancelToken()
     done = False
-    forget = on_cancel(token.fire) if on_cancel is not None else None
 
     async def fire_on_cancel() -> None:
         try:
@@ -136,9 +127,6 @@ async def run_in_worker(
     except BaseExceptionGroup as group:
         await raise_plain_cancelled(group)  # the watcher's Cancelled, in a group
         raise
-    finally:
-        if forget is not None:
-            forget()  # a later cancel must not reach this token's connection
     if token.cancelled:
         # Whatever the thread raised after the token fired is a consequence of
         # the cancel; re-raise the pending Cancelled instead (docs/explanation/measurements.md).

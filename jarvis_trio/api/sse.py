@@ -14,17 +14,24 @@ SSE_TYPE = "text/event-stream; charset=utf-8"
 
 
 async def sse_body(stream: Stream, fmt: ChunkFormat, coalesce: float = 0.0) -> AsyncIterator[str]:
-    yield fmt.role()
+    # The role chunk goes out at once, unless output is waiting already (the usual
+    # case: the upstream's first line opens the stream and carries its first piece):
+    # then it leaves with that output, in one write instead of two.
+    head = fmt.role()
+    if not stream.has_output():
+        yield head
+        head = ""
     # Pieces leave the channel in the order they entered the replay log, so the
     # n-th piece here is the log's n-th: a viewer resumes after ``<id>:<n>``.
     seq = 0
     async for batch in stream.batches(coalesce):
-        parts = []
+        parts = [head]
+        head = ""
         for piece in batch:
             seq += 1
             parts.append(fmt.piece(piece, seq))
         yield "".join(parts)
-    yield stream_ending(fmt, stream.final_ending(), stream.tokens)
+    yield head + stream_ending(fmt, stream.final_ending(), stream.tokens)
 
 
 async def viewer_body(log: ReplayLog, after: int, extended: bool = False) -> AsyncIterator[str]:

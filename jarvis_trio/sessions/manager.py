@@ -198,9 +198,11 @@ class SessionManager:
             # then refuse.
             self.check_accepting(owner, session_id)
             claim = await self.registry.claim(owner, session_id)
-        label = claim.owner_label if claim is not None else owner_label(owner)
-        trace = f"{label}/{session_id}" if session_id is not None else None
-        job = replace(job, trace_session=trace)
+        if session_id is not None:
+            label = claim.owner_label if claim is not None else owner_label(owner)
+            job = replace(job, trace_session=f"{label}/{session_id}")
+        elif job.trace_session is not None:
+            job = replace(job, trace_session=None)
         return self.submit(
             owner, session_id, job, request_id, resume_seconds=resume_seconds, claim=claim
         )
@@ -224,7 +226,9 @@ class SessionManager:
         """
         table = self._table
         self.check_accepting(owner, session_id)
-        limits = replace(self.limits, resume_seconds=resume_seconds)
+        limits = self.limits
+        if resume_seconds != limits.resume_seconds:
+            limits = replace(limits, resume_seconds=resume_seconds)
         stream = Stream(job=job, session_id=session_id, request_id=request_id, limits=limits)
         # A request without a session gets a key no client can name (NUL is not
         # allowed in X-Session-Id).

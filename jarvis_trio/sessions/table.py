@@ -87,9 +87,14 @@ class SessionTable:
     async def _session_main(self, session: Session) -> None:
         async with trio.open_nursery() as nursery:
             session.nursery = nursery
-            for entry in session.deferred:
+            deferred, session.deferred = session.deferred, []
+            for entry in deferred[1:]:
                 nursery.start_soon(self._run, session, entry)
-            session.deferred.clear()
+            if deferred:
+                # The stream that opened the session runs in the session's own task:
+                # a task of its own started one scheduler pass later, on every new
+                # session's (so every request without a session's) way upstream.
+                await self._run(session, deferred[0])
             await session.closed.wait()
 
     # -- carrying out decisions
