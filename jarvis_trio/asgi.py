@@ -11,4 +11,5 @@ from jarvis_trio.config import Settings
 settings = Settings()
 logs.configure(settings.log_level, settings.log_format)
 app = create_app(settings)
+gc.collect()
 gc.freeze()  # as `jarvis-trio serve` does (cli.py): startup's objects live as long as the worker

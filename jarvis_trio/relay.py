@@ -142,12 +142,18 @@ class PieceRelay:
         if self._pump_idle and self._direct is not None:
             with self._lock:
                 taken = 0
-                for item in self._pending:
-                    if isinstance(item, _Opened):
-                        self._direct.opened(item.model)
-                    elif not self._direct.offer(item):
-                        break
-                    taken += 1
+                try:
+                    for item in self._pending:
+                        if isinstance(item, _Opened):
+                            self._direct.opened(item.model)
+                        elif not self._direct.offer(item):
+                            break
+                        taken += 1
+                except Exception:
+                    # Raised in a run_sync_soon callback, it would end the whole trio
+                    # run: the pump task takes the rest, and meets the error there,
+                    # where it ends this stream only.
+                    pass
                 if taken:
                     del self._pending[:taken]
                     self._room.notify_all()

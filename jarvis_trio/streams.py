@@ -33,6 +33,7 @@ from typing import cast
 
 import trio
 
+from jarvis_trio import logs
 from jarvis_trio.generation import GenerationRequest, Output, Usage
 from jarvis_trio.outcomes import Ending
 from jarvis_trio.replay import ReplayLog
@@ -155,7 +156,7 @@ class Stream:
             return False
         try:
             self._send.send_nowait(text)
-        except (trio.WouldBlock, trio.BrokenResourceError):
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False  # full (``send`` waits and flags a slow reader), or no reader
         self._delivered(text)
         return True
@@ -204,11 +205,6 @@ class Stream:
             self.cancel_reason = reason
             self.cancelled_at = trio.current_time()
         self.scope.cancel(reason=reason.value)
-        # A reader thread's token: its upstream socket is shut down now, not one
-        # scheduler pass later when the task that watches for the cancel runs.
-        callbacks, self._on_cancel = self._on_cancel, []
-        for callback in callbacks:
-            callback()
         self._ready.set()
         if self._reader_scope is not None:
             self._reader_scope.cancel()  # a coalescing reader's window
@@ -220,6 +216,14 @@ class Stream:
             trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
         ):
             self._send.send_nowait(_WAKE)
+        # A reader thread's token: its upstream socket is shut down now, not one
+        # scheduler pass later when the task that watches for the cancel runs.
+        callbacks, self._on_cancel = self._on_cancel, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the cancel itself is done; one callback must not undo it
+                logs.log.exception("cancel_callback_failed")
 
     def reject(self, reason: CancelReason) -> None:
         """End a request that never started."""

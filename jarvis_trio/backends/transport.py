@@ -52,6 +52,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -111,7 +112,7 @@ class _Line:
         self.sock = sock
         self.owner: CancelToken | None = None  # the token of the request using the line
         self.dead = False  # shut down by a cancel: never to be reused
-        self.drain: float | None = None  # a read timeout for the rest of a finished body
+        self.drain: float | None = None  # a deadline (monotonic) for a finished body's rest
 
     def swap(self, sock: socket.socket) -> None:
         with self._lock:
@@ -174,8 +175,9 @@ class SocketStream(httpcore.NetworkStream):
             self._line.claim(token)
 
     def drain_within(self, seconds: float) -> None:
-        """Reads of the rest of this response wait at most ``seconds`` (:func:`finish_body`)."""
-        self._line.drain = seconds
+        """Reads of the rest of this response end ``seconds`` from now, all of them
+        together (:func:`finish_body`): a trickle cannot hold the stream's ending."""
+        self._line.drain = time.monotonic() + seconds
 
     def release(self, token: CancelToken | None) -> None:
         self._line.release(token)
@@ -184,7 +186,11 @@ class SocketStream(httpcore.NetworkStream):
         self._claim()
         drain = self._line.drain
         try:
-            self.sock.settimeout(timeout if drain is None else drain)
+            if drain is not None:
+                timeout = drain - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError("the rest of the body did not come in time")
+            self.sock.settimeout(timeout)
             return self.sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(exc) from exc
@@ -336,6 +342,7 @@ class TokenTransport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext | None = None, *, keepalive: int = 0) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
+        self.keepalive = keepalive
         self._backend = TokenNetworkBackend()
         self._connections = httpcore.ConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(),
@@ -385,7 +392,7 @@ class TokenTransport(httpx.BaseTransport):
 def finish_body(response: httpx.Response, rest: Iterator[str]) -> None:
     """Read the rest of a streamed body whose last line was read (``rest``: the lines
     still to come, normally none: only the chunked terminator), waiting at most
-    :data:`DRAIN_SECONDS` per read, so its connection can go back to the pool.
+    :data:`DRAIN_SECONDS` in all, so its connection can go back to the pool.
 
     If the rest does not come that soon (or is more than a few lines), the response
     is left unfinished and closing it closes its connection. Never raises.

@@ -44,6 +44,7 @@ import trio
 from jarvis_trio.backends.model_cache import ModelCache
 from jarvis_trio.backends.transport import TOKEN, TokenTransport, finish_body
 from jarvis_trio.errors import (
+    ApiError,
     InvalidRequest,
     ServiceUnavailable,
     UpstreamError,
@@ -233,12 +234,23 @@ class UpstreamBackend(ABC):
                     code="model_required",
                 )
             request = replace(request, model=models[0].id)
-        elif request.model.endswith(":latest") and self.models.peek() is None:
-            # Resolved with no list kept: look it up now, after the session has acted.
-            found = find_model(await self.models.get(), request.model)
-            if found is not None:
-                request = replace(request, model=found.id)
+        elif request.model.endswith(":latest"):
+            request = replace(request, model=await self._latest(request.model))
         return await relay_from_worker(partial(self._chat, request), sink, limiter=self.limiter)
+
+    async def _latest(self, name: str) -> str:
+        """``name:latest`` as the upstream lists it (``name``, for a server whose ids
+        have no tag), from the kept list, or fetched now, inside the stream, when none
+        is kept (resolve_model had none). The name as asked when the list has no such
+        model or cannot be had: the upstream decides."""
+        listed = self.models.peek()
+        if listed is None:
+            try:
+                listed = await self.models.get()
+            except ApiError:
+                return name
+        found = find_model(listed, name)
+        return found.id if found is not None else name
 
     async def aclose(self) -> None:
         self._http.close()
@@ -312,7 +324,8 @@ class UpstreamBackend(ABC):
                 if piece.extra:  # rare: a line with the upstream's own keys
                     extra.update(piece.extra)
                 if piece.end:
-                    finish_body(response, lines)  # the connection can be kept
+                    if self._http.transport.keepalive:
+                        finish_body(response, lines)  # the connection can be kept
                     break
         if finish is None:
             raise UpstreamError(

@@ -11,8 +11,12 @@ import trio.testing
 
 from jarvis_trio.backends.model_cache import Freshness, ModelCache, freshness
 from jarvis_trio.backends.ollama import OllamaBackend
-from jarvis_trio.generation import ModelInfo
+from jarvis_trio.backends.openai_compat import OpenAICompatBackend
+from jarvis_trio.errors import UpstreamError
+from jarvis_trio.generation import GenerationRequest, GenerationResult, ModelInfo, Output, Usage
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
+from jarvis_trio.relay import PieceRelay
+from jarvis_trio.threads import CancelToken
 from tests.conftest import StartServer
 from tests.http.test_ollama_backend import MODEL, all_closed, chat, gateway, seq_of
 from tests.support.helpers import deadline, outcome_of, read_all_events
@@ -211,3 +215,52 @@ async def test_latest_is_the_listed_untagged_name_when_a_list_is_kept(
     assert await backend.resolve_model("tinyllama:latest") == "tinyllama:latest"
     assert await backend.resolve_model("other:latest") == "other:latest"  # the upstream's 404
     assert await backend.resolve_model("gpt-x") == "gpt-x"
+
+
+class RecordingUpstream(OpenAICompatBackend):
+    """An OpenAI-compatible upstream that lists ``foo`` (no tag), and records what model
+    each chat asked for instead of sending it."""
+
+    def __init__(self, *, listing_fails: bool = False) -> None:
+        super().__init__("http://127.0.0.1:9", limiter=trio.CapacityLimiter(2))
+        self.sent: list[str] = []
+        self.listing_fails = listing_fails
+
+    async def list_models(self) -> list[ModelInfo]:
+        if self.listing_fails:
+            raise UpstreamError("GET /models is not served here")
+        models = [ModelInfo("foo", "t")]
+        self.models.store(models)
+        return models
+
+    def _chat(
+        self, request: GenerationRequest, token: CancelToken, relay: PieceRelay
+    ) -> GenerationResult:
+        self.sent.append(request.model)
+        return GenerationResult("stop", Usage(0, 0))
+
+
+class NullSink:
+    def opened(self, model: str | None = None) -> None:
+        pass
+
+    async def send(self, piece: Output) -> None:
+        pass
+
+
+async def test_a_latest_name_resolved_before_any_list_is_looked_up_in_each_call() -> None:
+    """Found in review: a name resolved with no list kept was sent as asked once a
+    list was kept (another request's listing, or an agent's second model call)."""
+    backend = RecordingUpstream()
+    model = await backend.resolve_model("foo:latest")  # nothing kept yet: as asked
+    assert model == "foo:latest"
+    request = GenerationRequest(model=model, messages=())
+    await backend.generate(request, NullSink())  # fetches the list, inside the stream
+    await backend.generate(request, NullSink())  # an agent's next call: the list is kept
+    assert backend.sent == ["foo", "foo"]
+
+
+async def test_a_latest_name_goes_as_asked_when_the_list_cannot_be_had() -> None:
+    backend = RecordingUpstream(listing_fails=True)
+    await backend.generate(GenerationRequest(model="foo:latest", messages=()), NullSink())
+    assert backend.sent == ["foo:latest"]

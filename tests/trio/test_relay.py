@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+import trio.testing
 
 from jarvis_trio.errors import UpstreamError
 from jarvis_trio.generation import GenerationRequest, Output
@@ -219,30 +220,42 @@ async def test_what_the_sink_refuses_follows_through_the_pump_in_order() -> None
 
 @deadline(10)
 async def test_a_cancelled_stream_takes_no_offer_in_the_pass_before_the_pump_sees_it() -> None:
-    """The relay's callback can run between a cancel and the pump task seeing it (one
-    scheduler pass); the stream refuses offers from its cancel on, so nothing is
-    delivered after it, as when every piece went through ``send``."""
+    """The thread's callback for a piece is queued, then the stream is cancelled before
+    the callback runs: the stream refuses the offer, so nothing is delivered after the
+    cancel, as when every piece went through ``send``. (Found in review: a version that
+    cancelled before the put tested the relay's own refusal, not the stream's.)"""
     stream = live_stream()
-    cancelled = threading.Event()
+    go = threading.Event()
+    put_done = threading.Event()
+    got: list[Output] = []
 
     def produce(token: CancelToken, relay: PieceRelay) -> None:
         relay.put("first")
-        cancelled.wait(5)
-        relay.put("after")  # before the token fires: the cancel is one pass old
+        go.wait(5)
+        relay.put("after")  # its run_sync_soon callback is queued now
+        put_done.set()
         token.wait(5)
 
     async def run() -> None:
         with stream.scope:
             await relay_from_worker(produce, stream)
 
+    async def read() -> None:
+        async for batch in stream.batches():
+            got.extend(batch)
+
     first = stream.log.changed()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
+        nursery.start_soon(read)
         with trio.fail_after(5):
             await first.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the pump waits, idle
+        go.set()
+        put_done.wait(5)  # holds the trio thread: the queued callback cannot run yet
         stream.mark_cancelled(CancelReason.SUPERSEDED)
-        cancelled.set()  # the thread puts "after" before the pump task runs again
     assert stream.log.after(0).pieces == ("first",) and stream.tokens == 1
+    assert got == ["first"]
 
 
 def live_stream() -> Stream:
