@@ -72,13 +72,15 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )
     upstream_keepalive: int = Field(
-        8,
+        0,
         ge=0,
         le=1024,
-        description="Idle upstream connections kept alive for reuse (each for at most 2 s). "
-        "A cancelled request's connection is shut down and never reused, and no request "
-        "is ever resent on a kept-alive connection the upstream closed: that request "
-        "fails. 0: a new upstream connection per request.",
+        description="Idle upstream connections kept alive for reuse (each for at most 2 s); "
+        "0 (the default): a new upstream connection per request. A cancelled request's "
+        "connection is shut down and never reused, and no request is ever resent on a "
+        "kept-alive connection the upstream closed: that request fails. Off by default: "
+        "on a kept-alive connection the next request of a session can reach the upstream "
+        "before the upstream has seen the superseded one's close (docs/benchmarks.md).",
     )
     join_budget: float = Field(
         2.0,
