@@ -22,6 +22,9 @@ from jarvis_trio.tools import processes
 
 # Connections the kernel queues for accept() (Linux caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 1024
+# Seconds an idle client connection is kept open: past clients' pool expiry (httpx: 5 s),
+# not much more (hypercorn holds some connections their client has left until then).
+KEEP_ALIVE_TIMEOUT = 7.0
 
 
 class _Config(HypercornConfig):
@@ -47,6 +50,11 @@ def hypercorn_config(
     # load test) beyond that is dropped by the kernel, and a dropped SYN is retried only
     # after 1 s. Queued, they wait for the accept loop instead (docs/benchmarks.md).
     config.backlog = LISTEN_BACKLOG
+    # hypercorn closes an idle kept-alive connection after 5 s, which is also httpx's (and
+    # so the OpenAI SDK's) pool expiry: a client reusing its connection at that moment
+    # gets "Server disconnected without sending a response" for a POST it will not retry
+    # (seen in the storm benchmark, docs/benchmarks.md). The server waits longer.
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     # Through our own handler and format, not a second one of hypercorn's.
     config.errorlog = logging.getLogger("hypercorn.error")
     # Our own shutdown has ended every stream before this grace period starts; what
