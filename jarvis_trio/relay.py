@@ -161,7 +161,7 @@ class PieceRelay:
                     return  # all delivered: the pump sleeps on
         self._wake.set()
 
-    async def pump(self, sink: Sink, token: CancelToken | None = None) -> None:
+    async def pump(self, sink: Sink, token: CancelToken) -> None:
         """Send every piece to ``sink`` as it comes, until the thread closes the relay.
 
         Cancelled, or failed (the sink raised): fires ``token`` first, so the thread
@@ -170,8 +170,7 @@ class PieceRelay:
         try:
             await self._pump(sink)
         except BaseException:
-            if token is not None:
-                token.fire()
+            token.fire()
             raise
 
     async def _pump(self, sink: Sink) -> None:

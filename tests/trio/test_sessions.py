@@ -502,19 +502,31 @@ async def test_coalesced_batches_gather_what_arrives_within_the_window_and_lose_
 async def test_a_cancel_cuts_a_coalescing_window_short_and_nothing_after_it_is_read(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = FakeBackend(interval=0.01)
+    """The cancel comes while the reader waits inside a window (found in review: the
+    earlier version cancelled between batches, where no window is open). A takes 5 s to
+    die, so its channel stays open: only the cancel's wake-up can end the wait."""
+    backend = FakeBackend(interval=0.01, die_after={"A": 5.0})
     async with open_manager(backend) as manager:
         a = await start(manager, "A")
         await a.wait_ready()
         read: list[object] = []
-        cancelled_at = None
-        async for batch in a.batches(coalesce=10.0):
-            read.extend(batch)
-            if cancelled_at is None:  # after the first batch: a newer prompt arrives
-                b = manager.submit("owner", "s1", job("B"), "req-B")
-                cancelled_at = trio.current_time()
-        assert trio.current_time() == cancelled_at  # not 10 s later
-        assert read == ["A-0 "]  # the window's pieces came after the cancel: never read
+        ended_at: list[float] = []
+        first_read = trio.Event()
+
+        async def reader() -> None:
+            async for batch in a.batches(coalesce=10.0):
+                read.extend(batch)
+                first_read.set()
+            ended_at.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await first_read.wait()
+            await trio.sleep(0.05)  # the reader is in its second batch's 10 s window
+            b = manager.submit("owner", "s1", job("B"), "req-B")
+            cancelled_at = trio.current_time()
+        assert ended_at == [cancelled_at]  # not the window's 10 s, nor A's 5 s to die
+        assert read == ["A-0 "]  # the window's pieces came before the cancel: never read
         assert a.final_ending().outcome is Outcome.SUPERSEDED
         await manager.wait_turn(b)
         b.close_reader()
