@@ -226,6 +226,22 @@ def clients(stack: Stack, timeout: float) -> Iterator[tuple[httpx.Client, httpx.
         yield client, sim
 
 
+def forgetting(sim: httpx.Client, on_round: Callable[[], None] | None) -> Callable[[], None]:
+    """What to do after each round: the simulator forgets the round's closed
+    connections (``POST /_sim/reset``), then ``on_round``. A round reads
+    ``/_sim/connections`` while it waits for a close; a listing that grew with every
+    round made the simulator slower to see that close, round after round (a
+    disconnect's p50 went from 1.3 ms in the first 20 of 200 rounds to 12 ms in the
+    last 20)."""
+
+    def after() -> None:
+        sim.post("/_sim/reset").raise_for_status()
+        if on_round:
+            on_round()
+
+    return after
+
+
 def run_mode(
     stack: Stack,
     mode: str,
@@ -243,14 +259,14 @@ def run_mode(
                 lambda i: one_round(client, sim, i, mode, timeout),
                 lambda r: r.ttft_b_ms is not None,
                 give_up_after,
-                on_round,
+                forgetting(sim, on_round),
             )
         return until_stuck(
             rounds,
             lambda i: cancel_round(client, sim, i, mode, timeout, sessions=stack.sessions),
             lambda r: r.eof_ms is not None,
             give_up_after,
-            on_round,
+            forgetting(sim, on_round),
         )
 
 

@@ -31,6 +31,7 @@ from benchmarks.handoff import (
     MODEL,
     _first_token,
     clients,
+    forgetting,
     in_session,
     session_marker,
     until_stuck,
@@ -118,5 +119,5 @@ def run_supersede(
             lambda i: supersede_round(client, sim, i, timeout),
             lambda r: r.ttft_b_ms is not None,
             give_up_after,
-            on_round,
+            forgetting(sim, on_round),
         )
