@@ -148,6 +148,14 @@ class _Line:
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
+def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
+    """``sock.settimeout(timeout)``, unless it is set already: CPython's settimeout
+    switches the socket's blocking mode with a system call every time, and httpcore
+    passes the same timeout to every read of a body (one read per streamed token)."""
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
+
+
 def _readable(sock: socket.socket) -> bool:
     """True when a read would not block: data, EOF, or an error (a dropped idle connection)."""
     if sock.fileno() < 0:
@@ -190,7 +198,7 @@ class SocketStream(httpcore.NetworkStream):
                 timeout = drain - time.monotonic()
                 if timeout <= 0:
                     raise TimeoutError("the rest of the body did not come in time")
-            self.sock.settimeout(timeout)
+            _set_timeout(self.sock, timeout)
             return self.sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(exc) from exc
@@ -199,8 +207,10 @@ class SocketStream(httpcore.NetworkStream):
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._claim()
+        if not buffer:
+            return  # httpcore's end of a sized body: nothing to send, no system call
         try:
-            self.sock.settimeout(timeout)
+            _set_timeout(self.sock, timeout)
             self.sock.sendall(buffer)
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(exc) from exc

@@ -1,0 +1,44 @@
+"""The upstream transport's socket calls: no system call that changes nothing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from jarvis_trio.backends.transport import SocketStream, _Line, _set_timeout
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts what would be system calls."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.timeouts_set: list[float | None] = []
+        self.sent: list[bytes] = []
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeouts_set.append(value)
+        super().settimeout(value)
+
+    def sendall(self, data: object, flags: int = 0) -> None:
+        assert isinstance(data, bytes)
+        self.sent.append(data)
+
+
+def test_a_timeout_is_set_only_when_it_changes() -> None:
+    with CountingSocket() as sock:
+        for timeout in (None, None, None, 5.0, 5.0, None):
+            _set_timeout(sock, timeout)
+            assert sock.gettimeout() == timeout
+        # A fresh socket blocks (None) already; then one change each way.
+        assert sock.timeouts_set == [5.0, None]
+
+
+def test_an_empty_write_sends_nothing_and_leaves_the_timeout() -> None:
+    with CountingSocket() as sock:
+        stream = SocketStream(_Line(sock), threading.local())
+        stream.write(b"", timeout=5.0)
+        assert sock.sent == [] and sock.timeouts_set == []
+        stream.write(b"head", timeout=5.0)
+        stream.write(b"body", timeout=5.0)
+        assert sock.sent == [b"head", b"body"] and sock.timeouts_set == [5.0]
