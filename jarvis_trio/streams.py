@@ -98,6 +98,7 @@ class Stream:
         self.reader_ended = trio.Event()
         self._ready = trio.Event()  # opened upstream, or ended: the reader may go on
         self._send, self._receive = _open_output_channel(CHANNEL_BUFFER)
+        self._waiting_sender = trio.Lock()  # held by a send that waits for room
         self._on_cancel: list[Callable[[], None]] = []
         self.blocked_on_reader = False
         # When the reader last came back for more (after its previous write completed).
@@ -136,29 +137,57 @@ class Stream:
         self._ready.set()
 
     async def send(self, text: Output) -> None:
+        """Hand ``text`` to the reader and the log, in one order for both.
+
+        Invariant: the log holds the pieces in the order the reader gets them (a viewer
+        resuming at ``<id>:<n>`` counts on it), with several senders too (an agent's
+        parallel tool calls). A piece is logged in the step that puts it in the
+        channel, and a send that must wait for room holds ``_waiting_sender``: later
+        sends queue behind it, and ``offer`` refuses, instead of overtaking it.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            if self.detached:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            else:
-                await self._send_to_reader(text)
-        except trio.BrokenResourceError:
-            if not self.detached:
-                raise
-            # The reader detached while we waited for room: the log still gets it.
-            self.blocked_on_reader = False
-        self._delivered(text)
+        if self._waiting_sender.locked() or not self._put_nowait(text):
+            async with self._waiting_sender:
+                if not self._put_nowait(text):
+                    await self._wait_for_room(text)
+            return
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def offer(self, text: Output) -> bool:
         """``send`` without a wait, for a relay's callback (``DirectSink``)."""
         if self.scope.cancel_called or self.detached:  # (a cancel_reason cancels the scope)
             return False
+        if self._waiting_sender.locked():
+            return False  # a send waits for room: this piece goes after it
         try:
-            self._send.send_nowait(text)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False  # full (``send`` waits and flags a slow reader), or no reader
+            return self._put_nowait(text)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # no reader
+
+    def _put_nowait(self, text: Output) -> bool:
+        """Into the channel (not for a detached stream) and the log, in one step;
+        False when the channel is full."""
+        if not self.detached:
+            try:
+                self._send.send_nowait(text)
+            except trio.WouldBlock:
+                return False
         self._delivered(text)
         return True
+
+    async def _wait_for_room(self, text: Output) -> None:
+        # The buffer is full: the client is slow, not the model. If the inactivity
+        # deadline fires now, the stream ends as a client that stopped reading (the
+        # flag stays set when ``send`` is cancelled).
+        self.blocked_on_reader = True
+        try:
+            await self._send.send(text)
+        except trio.BrokenResourceError:
+            if not self.detached:
+                raise
+            # The reader detached while we waited for room: the log still gets it.
+        self.blocked_on_reader = False
+        self._delivered(text)
 
     def _delivered(self, text: Output) -> None:
         self.log.append(text)
@@ -168,19 +197,6 @@ class Stream:
         self.scope.deadline = now + self.inactivity_seconds  # as touch(), clock read once
         if self.tokens == 1 and self.on_first_token is not None and self.started_at is not None:
             self.on_first_token(now - self.started_at)
-
-    async def _send_to_reader(self, text: Output) -> None:
-        try:
-            self._send.send_nowait(text)
-        except trio.WouldBlock:
-            # The buffer is full: the client is slow, not the model. If the
-            # inactivity deadline fires now, the stream ends as a client that
-            # stopped reading (the flag stays set when ``send`` is cancelled).
-            self.blocked_on_reader = True
-            await self._send.send(text)
-            self.blocked_on_reader = False
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
 
     # -- session side
 

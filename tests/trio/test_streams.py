@@ -74,3 +74,38 @@ async def test_a_cancel_wakes_a_waiting_reader_and_nothing_follows() -> None:
             await stream.reader_ended.wait()
     assert got == ["a"]
     assert stream.final_ending().outcome is Outcome.STOPPED
+
+
+@deadline(10)
+async def test_concurrent_senders_log_in_the_order_the_reader_gets() -> None:
+    """An agent's parallel tool calls send progress at once: a viewer (the log) must see
+    the pieces in the live reader's order, since resuming at ``<id>:<n>`` counts them.
+    The reader is slow: the buffer fills up, and sends wait for room in turn."""
+    stream = new_stream()
+    senders, each = 4, 3 * CHANNEL_BUFFER
+
+    async def send_all(name: str) -> None:
+        for i in range(each):
+            await stream.send(f"{name}{i}")
+
+    async def read() -> list[Output]:
+        got: list[Output] = []
+        async for batch in stream.batches():
+            got.extend(batch)
+            for _ in range(20):  # scheduler passes in which the senders fill the buffer
+                await trio.lowlevel.checkpoint()
+        return got
+
+    got: list[Output] = []
+
+    async def reader() -> None:
+        got.extend(await read())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        async with trio.open_nursery() as sending:
+            for s in range(senders):
+                sending.start_soon(send_all, f"s{s}-")
+        stream.end(Ending(Outcome.COMPLETED, "stop"))
+    assert len(got) == senders * each
+    assert stream.log.after(0, limit=None).pieces == tuple(got)
