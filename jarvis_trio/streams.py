@@ -141,9 +141,12 @@ class Stream:
 
         Invariant: the log holds the pieces in the order the reader gets them (a viewer
         resuming at ``<id>:<n>`` counts on it), with several senders too (an agent's
-        parallel tool calls). A piece is logged in the step that puts it in the
-        channel, and a send that must wait for room holds ``_waiting_sender``: later
-        sends queue behind it, and ``offer`` refuses, instead of overtaking it.
+        parallel tool calls). A piece that finds room is logged in the step that puts
+        it in the channel. A send that must wait for room holds ``_waiting_sender``
+        until its piece is logged (the reader may have it a pass earlier: trio moves it
+        into the buffer when the reader takes one): later sends queue behind it, and
+        ``offer`` refuses, instead of overtaking it. While senders keep the buffer
+        full they take turns on the lock.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._waiting_sender.locked() or not self._put_nowait(text):

@@ -109,3 +109,34 @@ async def test_concurrent_senders_log_in_the_order_the_reader_gets() -> None:
         stream.end(Ending(Outcome.COMPLETED, "stop"))
     assert len(got) == senders * each
     assert stream.log.after(0, limit=None).pieces == tuple(got)
+
+
+@deadline(5)
+async def test_nothing_overtakes_a_send_that_waited_for_room() -> None:
+    """The reader took a waiting send's piece (trio moved it into the buffer) and that send
+    has not run again yet: an offer is refused, and a new send queues behind it, so the
+    log still has the reader's order."""
+    stream = new_stream()
+    for i in range(CHANNEL_BUFFER):
+        assert stream.offer(f"p{i}")
+    got: list[Output] = []
+
+    def drain() -> None:
+        # The reader, in one step: no scheduler pass in which the waiting send resumes.
+        while True:
+            try:
+                got.append(stream._receive.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.send, "waited")
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream.blocked_on_reader
+        drain()
+        assert got[-1] == "waited" and stream.log.after(0, limit=None).pieces[-1] != "waited"
+        assert not stream.offer("offered")
+        await stream.send("sent")  # runs only once "waited" is logged
+        drain()
+    assert got[-2:] == ["waited", "sent"] and not stream.blocked_on_reader
+    assert stream.log.after(0, limit=None).pieces == tuple(got)
