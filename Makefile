@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: run test test-fast lint imports typecheck unit docs docs-serve install lock lock-peers clean \
-	config-docs bench bench-full bench-peers bench-scaleout bench-instructions browser redis valgrind
+	config-docs bench bench-full bench-peers bench-scaleout bench-instructions bench-steps browser redis valgrind
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,11 @@ bench-peers: $(STAMP) $(PEERS_STAMP)
 ## 20 % on a shared machine); about 3 min. Installs Debian's valgrind if it is missing.
 bench-instructions: $(STAMP) valgrind
 	$(BIN)/python -m benchmarks.instructions
+
+## One request's time inside the gateway, step by step (and a supersede's); about 15 s.
+bench-steps: $(STAMP)
+	$(BIN)/python -m benchmarks.steps
+	$(BIN)/python -m benchmarks.steps --supersede
 
 valgrind:
 	@command -v valgrind >/dev/null || { \
