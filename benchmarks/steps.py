@@ -4,7 +4,8 @@
 simulator and a gateway in which some of jarvis-trio's own functions are wrapped to
 note when they run (``time.monotonic()``: one clock for every process on Linux), and
 a trio ``Instrument`` counts the scheduler passes. The client sends ``N`` requests,
-50 ms apart (the simulator answers 3 tokens, the first 1 ms after the request). The
+with a pause of 50 ms after each (the simulator answers 3 tokens, the first 1 ms after
+the request). The
 table gives, per step, p50 and p90 of the milliseconds since the client began to
 send, and the median number of trio scheduler passes since the step before (none is
 counted before the first step: that is hypercorn's).
@@ -48,12 +49,12 @@ REQUEST_STEPS = (
     ("written", "the request (head and body) written to the upstream"),
     ("headers", "the upstream's response headers read"),
     ("line", "the upstream's first line read"),
-    ("relayed", "the trio thread takes the first piece (relay)"),
+    ("relayed", "the first piece's wake-up runs on the trio thread (relay)"),
 )
 SUPERSEDE_STEPS = (
     ("app", "B: our ASGI app is called"),
     ("validated", "B: the body read and validated"),
-    ("cancelled", "A cancelled, its upstream socket shut down"),
+    ("cancelled", "the session cancels A (`mark_cancelled`, which shuts its socket down)"),
     ("eof", "A's reader thread sees its socket closed"),
     ("ended", "A's stream ends (its thread is done)"),
     ("started", "B's stream started"),
@@ -153,6 +154,7 @@ def _serve(sim_url: str, marks_path: Path) -> int:
 class Round:
     t0: float  # the client began to send (B's, for a supersede)
     first_token: float | None  # the client had the first token
+    done: float  # the client had the whole answer (B's): the round's steps are before it
 
 
 def _first_token(lines: Iterator[str]) -> float | None:
@@ -171,7 +173,8 @@ def _one(client: httpx.Client, i: int) -> Round:
     }
     t0 = time.monotonic()
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        return Round(t0, _first_token(r.iter_lines()))
+        first = _first_token(r.iter_lines())
+    return Round(t0, first, time.monotonic())
 
 
 def _supersede(client: httpx.Client, i: int) -> Round:
@@ -189,7 +192,8 @@ def _supersede(client: httpx.Client, i: int) -> Round:
         time.sleep(0.02)  # A's model has gone quiet
         t0 = time.monotonic()
         with client.stream("POST", "/v1/chat/completions", json=b_body, headers=session) as b:
-            got = Round(t0, _first_token(b.iter_lines()))
+            first = _first_token(b.iter_lines())
+        got = Round(t0, first, time.monotonic())
         for _ in lines:  # A's superseded ending
             pass
     return got
@@ -238,10 +242,13 @@ def measure(requests: int, supersede: bool) -> str:
                     for i in range(requests):
                         rounds.append(one(client, i))
                         time.sleep(PAUSE)
+        if not marks_path.exists():
+            raise RuntimeError("the gateway did not exit cleanly: it wrote no timestamps")
         marks = [(float(t), str(s), int(c)) for t, s, c in json.loads(marks_path.read_text())]
     rows = []
-    ends = [r.t0 for r in rounds[1:]] + [float("inf")]
-    timelines = [_timeline(marks, r.t0, end, steps) for r, end in zip(rounds, ends, strict=True)]
+    # A round's window ends when its client had the whole answer: the next round's
+    # marks (a supersede's next A comes right after) are never taken for a missing step.
+    timelines = [_timeline(marks, r.t0, r.done, steps) for r in rounds]
     for k, (_, what) in enumerate(steps):
         seen = [t[k] for t in timelines if t[k] is not None]
         if not seen:
@@ -258,7 +265,8 @@ def measure(requests: int, supersede: bool) -> str:
             f"| the client has the first token | {_p(firsts, 0.5):.2f} / {_p(firsts, 0.9):.2f} | |"
         )
     head = [
-        f"{len(rounds)} {'handoffs' if supersede else 'requests'}, {PAUSE * 1000:.0f} ms apart",
+        f"{len(rounds)} {'handoffs' if supersede else 'requests'}, "
+        f"a pause of {PAUSE * 1000:.0f} ms after each",
         "",
         "| step | ms since the client sent (p50 / p90) | scheduler passes since the step before |",
         "|---|---|---|",
@@ -266,12 +274,19 @@ def measure(requests: int, supersede: bool) -> str:
     return "\n".join(head + rows)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["serve"]:
         return _serve(args[1], Path(args[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--requests", type=_positive, default=50)
     parser.add_argument("--supersede", action="store_true", help="B superseding a silent A")
     parsed = parser.parse_args(args)
     print(measure(parsed.requests, parsed.supersede))

@@ -38,3 +38,18 @@ def test_a_step_not_seen_is_none_and_the_rest_still_follows() -> None:
     assert got[3] is not None and round(got[3][0], 3) == 3.0 and got[3][1] == 1
     assert got[4] is not None and got[4][1] == 1
     assert got[5:] == [None, None, None]
+
+
+def test_a_window_ends_with_its_round() -> None:
+    """A step missing in this round is not filled with the next round's marks."""
+    marks: list[Mark] = [
+        (0.001, "app", 0),
+        (0.002, "validated", 4),  # then refused: no stream, no worker
+        (0.070, "app", 9),  # the next round's
+        (0.071, "validated", 13),
+        (0.072, "started", 13),
+        (0.073, "worker", 16),
+    ]
+    got = _timeline(marks, 0.0, 0.010, REQUEST_STEPS)
+    assert got[0] is not None and got[1] is not None
+    assert got[2:] == [None] * (len(REQUEST_STEPS) - 2)
