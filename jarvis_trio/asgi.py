@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gc
-
-from jarvis_trio import logs
+from jarvis_trio import collector, logs
 from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings
 
 settings = Settings()
 logs.configure(settings.log_level, settings.log_format)
 app = create_app(settings)
-gc.collect()
-gc.freeze()  # as `jarvis-trio serve` does (cli.py): startup's objects live as long as the worker
+collector.settle_after_startup()  # as `jarvis-trio serve` does (cli.py)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import sys
 import threading
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 import trio
 from pydantic import ValidationError
 
-from jarvis_trio import logs, ollama_sim
+from jarvis_trio import collector, logs, ollama_sim
 from jarvis_trio.api import create_app
 from jarvis_trio.config import Settings, is_loopback, settings_table
 from jarvis_trio.server import bind_sockets, serve
@@ -117,11 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.close()
         print(f"jarvis-trio: {exc}", file=sys.stderr)
         return 2
-    # What the imports and the app made (~77,000 objects) lives as long as the process:
-    # out of the cyclic collector's sight, a full collection no longer walks them all,
-    # a pause of 33 ms on a 2-core machine in the middle of everyone's streams.
-    gc.collect()  # nothing that is garbage already is frozen with the rest
-    gc.freeze()
+    collector.settle_after_startup()
     trio.run(
         partial(
             serve,
