@@ -225,6 +225,7 @@ async def relay_from_worker(
             return fn(token, relay)
         finally:
             relay.close()
+            token.finish()
 
     try:
         async with trio.open_nursery() as nursery:

@@ -78,6 +78,15 @@ class CancelToken:
                 return
         callback()
 
+    def finish(self) -> None:
+        """Thread side, once its work is over: drop the callbacks, which only ever free a
+        blocked thread. A callback names what it frees (a socket's line, a relay, and
+        through it a stream with its request), and one names the token itself: a cycle
+        that would keep all of it until the cyclic collector runs, which is rarely
+        (jarvis_trio/collector.py). A later ``fire`` still marks the token cancelled."""
+        with self._lock:
+            self._callbacks = []
+
     def fire(self) -> None:
         with self._lock:
             if self._event.is_set():
@@ -111,6 +120,12 @@ async def run_in_worker(
     token = CancelToken()
     done = False
 
+    def in_thread() -> T:
+        try:
+            return fn(token)
+        finally:
+            token.finish()
+
     async def fire_on_cancel() -> None:
         try:
             await trio.sleep_forever()
@@ -121,7 +136,7 @@ async def run_in_worker(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fire_on_cancel)
-            result = await trio.to_thread.run_sync(outcome.capture, fn, token, limiter=limiter)
+            result = await trio.to_thread.run_sync(outcome.capture, in_thread, limiter=limiter)
             done = True
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -81,8 +81,15 @@ class ExchangeLifetime:
         try:
             await self.app(scope, receive_tracked, send_tracked)
         finally:
-            for callback in callbacks:
-                callback()
+            try:
+                for callback in callbacks:
+                    callback()
+            finally:
+                # The scope outlives the exchange in reference cycles (Quart's and
+                # hypercorn's objects) until the cyclic collector runs, which is rarely
+                # (jarvis_trio/collector.py): it must not keep what the callbacks name
+                # (a stream, its request and its messages) alive that long.
+                callbacks.clear()
 
 
 def declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

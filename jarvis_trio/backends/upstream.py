@@ -67,6 +67,8 @@ from jarvis_trio.threads import CancelToken, run_in_worker
 
 # Largest error body we read from an upstream to explain a failed request.
 ERROR_BODY_LIMIT = 64 * 1024
+# What a closed response's stream is replaced with (see UpstreamHttp.request).
+_CLOSED_STREAM = httpx.ByteStream(b"")
 
 
 class UpstreamHttp:
@@ -113,6 +115,7 @@ class UpstreamHttp:
         url = self._urls.get(path)
         if url is None:  # a few fixed paths; a race only merges one twice
             url = self._urls[path] = self._client.build_request(method, path).url
+        response: httpx.Response | None = None
         try:
             with self._client.stream(
                 method, url, json=json, headers=headers, extensions={TOKEN: token}
@@ -138,6 +141,14 @@ class UpstreamHttp:
                 f"The model server at {self.base_url} sent an unreadable response ({exc!r}).",
                 code="upstream_malformed",
             ) from None
+        finally:
+            if response is not None:
+                # httpx's response and its stream refer to each other (the stream sets
+                # the response's ``elapsed`` when it is closed): a cycle, with the request
+                # and its encoded body in it, that only the cyclic collector frees, and
+                # that collects rarely (jarvis_trio/collector.py). Closed, the response
+                # needs its stream no more: without it, all of it is freed at once.
+                response.stream = _CLOSED_STREAM
 
 
 def read_error_body(response: httpx.Response) -> str:

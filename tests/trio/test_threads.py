@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
+import weakref
+from functools import partial
 
 import pytest
 import trio
 
+from jarvis_trio.generation import Output
+from jarvis_trio.relay import relay_from_worker
 from jarvis_trio.threads import CancelToken, WorkerCancelled, run_in_worker
 from tests.support.helpers import deadline
 
@@ -137,3 +142,43 @@ def test_a_failing_callback_does_not_skip_the_others() -> None:
     token.add_callback(lambda: calls.append("shutdown"))
     token.fire()
     assert calls == ["shutdown"]
+
+
+class _Held:
+    """Something a token's callback names (a socket's line, a relay, a stream)."""
+
+
+def _names(*_: object) -> None:
+    """A callback that names what it would free (and its token, as a line's does)."""
+
+
+class _Sink:
+    def opened(self, model: str | None = None) -> None:
+        pass
+
+    async def send(self, piece: Output) -> None:
+        pass
+
+
+@pytest.mark.parametrize("runner", ["run_in_worker", "relay_from_worker"])
+@deadline(10)
+async def test_a_finished_threads_token_keeps_nothing_alive(runner: str) -> None:
+    """A callback that names the token (a line's cancel checks its owner) makes a cycle:
+    only the cyclic collector, which runs rarely, would free what the callbacks name."""
+    held = _Held()
+    gone = weakref.ref(held)
+
+    def work(thing: _Held, token: CancelToken, *_: object) -> None:
+        token.add_callback(partial(_names, thing, token))
+
+    gc.collect()
+    gc.disable()
+    try:
+        if runner == "run_in_worker":
+            await run_in_worker(partial(work, held))
+        else:
+            await relay_from_worker(partial(work, held), _Sink())
+        del held
+        assert gone() is None
+    finally:
+        gc.enable()
