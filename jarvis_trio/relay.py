@@ -224,8 +224,10 @@ async def relay_from_worker(
         try:
             return fn(token, relay)
         finally:
-            relay.close()
-            token.finish()
+            try:
+                relay.close()
+            finally:
+                token.finish()  # even when the trio run is over (close raises then)
 
     try:
         async with trio.open_nursery() as nursery:
