@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ import httpx
 
 from benchmarks.handoff import MODEL, is_content_chunk
 from benchmarks.stack import BIN, SERVER_READY, SIM_READY
+from benchmarks.stats import percentile
+from benchmarks.ttft import _time_first
 from jarvis_trio.testing import spawn
 
 Mark = tuple[float, str, int]  # (time.monotonic(), step, scheduler passes so far)
@@ -153,16 +155,8 @@ def _serve(sim_url: str, marks_path: Path) -> int:
 @dataclass(frozen=True)
 class Round:
     t0: float  # the client began to send (B's, for a supersede)
-    first_token: float | None  # the client had the first token
+    first_token_ms: float | None  # since t0: the client had the first token
     done: float  # the client had the whole answer (B's): the round's steps are before it
-
-
-def _first_token(lines: Iterator[str]) -> float | None:
-    found = None
-    for line in lines:
-        if found is None and is_content_chunk(line):
-            found = time.monotonic()
-    return found
 
 
 def _one(client: httpx.Client, i: int) -> Round:
@@ -173,7 +167,7 @@ def _one(client: httpx.Client, i: int) -> Round:
     }
     t0 = time.monotonic()
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        first = _first_token(r.iter_lines())
+        first = _time_first(r.iter_lines(), t0, is_content_chunk)
     return Round(t0, first, time.monotonic())
 
 
@@ -192,7 +186,7 @@ def _supersede(client: httpx.Client, i: int) -> Round:
         time.sleep(0.02)  # A's model has gone quiet
         t0 = time.monotonic()
         with client.stream("POST", "/v1/chat/completions", json=b_body, headers=session) as b:
-            first = _first_token(b.iter_lines())
+            first = _time_first(b.iter_lines(), t0, is_content_chunk)
         got = Round(t0, first, time.monotonic())
         for _ in lines:  # A's superseded ending
             pass
@@ -220,11 +214,6 @@ def _timeline(
         out.append(((t - start) * 1000, count - passes))
         at, passes = found + 1, count
     return out
-
-
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(requests: int, supersede: bool) -> str:
@@ -257,12 +246,14 @@ def measure(requests: int, supersede: bool) -> str:
         ms = [s[0] for s in seen if s is not None]
         counts = [s[1] for s in seen if s is not None]
         rows.append(
-            f"| {what} | {_p(ms, 0.5):.2f} / {_p(ms, 0.9):.2f} | {statistics.median(counts):g} |"
+            f"| {what} | {percentile(ms, 0.5):.2f} / {percentile(ms, 0.9):.2f} "
+            f"| {statistics.median(counts):g} |"
         )
-    firsts = [(r.first_token - r.t0) * 1000 for r in rounds if r.first_token is not None]
+    firsts = [r.first_token_ms for r in rounds if r.first_token_ms is not None]
     if firsts:
         rows.append(
-            f"| the client has the first token | {_p(firsts, 0.5):.2f} / {_p(firsts, 0.9):.2f} | |"
+            f"| the client has the first token | {percentile(firsts, 0.5):.2f} "
+            f"/ {percentile(firsts, 0.9):.2f} | |"
         )
     head = [
         f"{len(rounds)} {'handoffs' if supersede else 'requests'}, "

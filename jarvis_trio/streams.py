@@ -158,10 +158,10 @@ class Stream:
 
     def offer(self, text: Output) -> bool:
         """``send`` without a wait, for a relay's callback (``DirectSink``)."""
-        if self.scope.cancel_called or self.detached:  # (a cancel_reason cancels the scope)
+        # Refused: cancelled (a cancel_reason cancels the scope), detached, or a send
+        # waits for room (this piece goes after it).
+        if self.scope.cancel_called or self.detached or self._waiting_sender.locked():
             return False
-        if self._waiting_sender.locked():
-            return False  # a send waits for room: this piece goes after it
         try:
             return self._put_nowait(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
