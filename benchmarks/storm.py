@@ -14,7 +14,8 @@ Counted afterwards:
   answered until its answer task has unwound, which it records a little
   *after* the connection's close; so this count is also checked on the wire,
   from the connection records (:func:`overlapping_sessions`): a request that
-  arrived while an earlier request's connection of its session was still open;
+  arrived while an earlier request of its session still held its connection
+  (open, and not answered to its end);
 - **hung requests**: no ending within ``request_timeout``, and how many of them
   never even got their response headers (a request queued behind an
   overloaded server, rather than a stream that stopped);
@@ -124,15 +125,24 @@ class StormResult:
 
 def overlapping_sessions(connections: list[dict[str, Any]], marker: str = "/storm-") -> int:
     """Sessions (``X-Jarvis-Session`` containing ``marker``) in which a request reached
-    the simulator while the connection of an earlier request of the session was still
-    open, from ``/_sim/connections``: two live upstreams on the wire."""
+    the simulator while an earlier request of the session still held its connection,
+    from ``/_sim/connections``: two live upstreams on the wire.
+
+    A request that was not answered to its end holds its connection until the
+    connection closes (the gateway's cancel is that close). One answered to its end
+    (``completed``) holds it until that end: a kept-alive connection then waits, idle,
+    for any request, and no longer belongs to the session."""
     spans: dict[str, list[tuple[float, float]]] = {}
     for conn in connections:
         closed = math.inf if conn["closed"] is None else float(conn["closed"])
         for request in conn["requests"]:
             session = request["headers"].get("x-jarvis-session", "")
             if marker in session:
-                spans.setdefault(session, []).append((float(request["received"]), closed))
+                ended = request.get("ended")
+                held = closed
+                if request.get("outcome") == "completed" and ended is not None:
+                    held = float(ended)
+                spans.setdefault(session, []).append((float(request["received"]), held))
     overlapping = 0
     for found in spans.values():
         found.sort()

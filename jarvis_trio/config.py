@@ -79,8 +79,8 @@ class Settings(BaseSettings):
         "0 (the default): a new upstream connection per request. A cancelled request's "
         "connection is shut down and never reused, and no request is ever resent on a "
         "kept-alive connection the upstream closed: that request fails. Off by default: "
-        "on a kept-alive connection the next request of a session can reach the upstream "
-        "before the upstream has seen the superseded one's close (docs/benchmarks.md).",
+        "expired idle connections are closed only when the pool is next used, so after a "
+        "burst up to this many stay open until the next request (docs/howto/tuning.md).",
     )
     join_budget: float = Field(
         2.0,

@@ -12,7 +12,8 @@ and registers its shutdown on the token, then connects). On cancel the shutdown
 aborts a pending ``connect()`` (an upstream whose accept queue is full, a
 black-holed address), a TLS handshake, or a ``recv()``, also while the thread is
 still waiting for the response headers; and the upstream sees EOF, which stops
-generation.
+generation. The thread then waits, briefly, for the upstream to close the
+connection too (the transport's "After a cancel").
 
 With keep-alive on (``keepalive`` > 0, ``JARVIS_UPSTREAM_KEEPALIVE``), a connection
 whose answer was read to its end serves a later request, and that request's token

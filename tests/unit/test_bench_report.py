@@ -128,6 +128,15 @@ def test_overlapping_sessions_reads_the_wire_not_the_request_count() -> None:
     assert overlapping_sessions(both_open + late_close + handed_over + other) == 2
 
 
+def test_a_kept_alive_connection_is_held_only_until_its_answer_ended() -> None:
+    done = _conn(None, ("k", 0.0))  # answered to its end at 0.5, then kept alive
+    done["requests"][0].update(outcome="completed", ended=0.5)
+    assert overlapping_sessions([done, _conn(2.0, ("k", 1.0))]) == 0
+    cut = _conn(None, ("k", 0.0))  # cut short: held until its connection closes
+    cut["requests"][0].update(outcome="client_closed", ended=0.5)
+    assert overlapping_sessions([cut, _conn(2.0, ("k", 1.0))]) == 1
+
+
 # -- the report ----------------------------------------------------------------------------
 
 
