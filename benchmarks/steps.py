@@ -13,8 +13,9 @@ counted before the first step: that is hypercorn's).
 With ``--supersede`` each round is a handoff: A streams in a session, its model goes
 silent, and B follows in the same session; times are from the moment B is sent.
 
-Only jarvis-trio's functions are wrapped, no other library's: what hypercorn and Quart
-do lies between the client's send and the first step. The wrappers cost a few µs
+Only jarvis-trio's functions are wrapped, and the ASGI ``send`` that hypercorn hands our
+app; no other library's: what hypercorn and Quart do lies between the client's send and
+the first step, and between the last steps. The wrappers cost a few µs
 each. docs/benchmarks.md quotes a run.
 """
 
@@ -52,6 +53,9 @@ REQUEST_STEPS = (
     ("headers", "the upstream's response headers read"),
     ("line", "the upstream's first line read"),
     ("relayed", "the first piece's wake-up runs on the trio thread (relay)"),
+    ("head", "the response's head handed to hypercorn (ASGI send)"),
+    ("chunk", "the first chunk handed to hypercorn (ASGI send)"),
+    ("sent", "hypercorn's send of the first chunk returns"),
 )
 SUPERSEDE_STEPS = (
     ("app", "B: our ASGI app is called"),
@@ -130,7 +134,19 @@ def _serve(sim_url: str, marks_path: Path) -> int:
             counting.append(Passes())
             trio.lowlevel.add_instrument(counting[0])
         note("app")
-        await app_call(self, *args)
+        scope, receive, send = args
+
+        async def send_noted(message: Any) -> None:
+            kind = message.get("type")
+            if kind == "http.response.start":
+                note("head")
+            elif kind == "http.response.body" and message.get("body"):
+                note("chunk")
+            await send(message)
+            if kind == "http.response.body":
+                note("sent")
+
+        await app_call(self, scope, receive, send_noted)
 
     exchange.ExchangeLifetime.__call__ = app  # type: ignore[method-assign,assignment]
     after(chat, "parse_chat_request", "validated")
