@@ -286,7 +286,11 @@ def _storm_rows(t: StormResult | None, a: StormResult | None) -> list[Row]:
 
     spec = (
         ("double", "Storm: sessions the simulator counted two live requests in", "0"),
-        ("wire", "Storm: sessions with two upstream connections open at once", "0"),
+        (
+            "wire",
+            "Storm: sessions with a request sent while an earlier one was live on the wire",
+            "0",
+        ),
         ("hung", "Storm: hung requests", "0"),
         ("threads", "Storm: server threads before → after", "no more after"),
         ("fds", "Storm: server file descriptors before → after", "no more after"),

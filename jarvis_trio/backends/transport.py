@@ -45,12 +45,15 @@ connection is closed instead.
 
 After a cancel
 --------------
-Closing a dead line first waits, at most :data:`PEER_CLOSE_WAIT` seconds, for the
-upstream to close its end too (read from the socket's TCP state, on Linux). An upstream
-closes a connection once it has ended the request on it. The session joins the
-cancelled request's thread before its next request goes out, so that request reaches
-the upstream after the upstream is done with the old one (or after the wait), not
-while it is still answering it.
+Closing a dead line first waits, at most about :data:`PEER_CLOSE_WAIT` seconds, until
+the upstream's end of the connection is over too (read from the socket's TCP state, on
+Linux only). That happens when the upstream closes it, as a server does once it has
+ended the request on it, or when the upstream writes to it again: our kernel, whose
+side was shut down for reading, then answers with a reset, and the upstream's program
+may only notice at its next write. The session joins the cancelled request's thread
+before its next request goes out, so that request usually reaches the upstream after
+the upstream is done with the old one, not while it is still answering it; the TCP
+state cannot tell when the upstream's program has let go, so it is not a guarantee.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ import functools
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -152,6 +156,12 @@ class _Line:
             self.drain = None
             if self.owner is token:
                 self.owner = None
+                if token is not None and token.cancelled and not self.dead:
+                    # Fired, and its thread got here before the fire's callback did (the
+                    # thread polls the token between lines): the shutdown is done here,
+                    # so the connection is not reused and its close waits as after any
+                    # cancel.
+                    self._shutdown()
 
     def _cancel(self, token: CancelToken) -> None:
         with self._lock:
@@ -178,9 +188,9 @@ def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
 
 def _tcp_state(sock: socket.socket) -> int | None:
     """The socket's TCP state (``tcpi_state``, the first byte of Linux's ``tcp_info``);
-    None where that cannot be read."""
+    None where that cannot be read (other systems number their states differently)."""
     option = getattr(socket, "TCP_INFO", None)
-    if option is None or sock.fileno() < 0:
+    if option is None or not sys.platform.startswith("linux") or sock.fileno() < 0:
         return None
     try:
         return socket.socket.getsockopt(sock, socket.IPPROTO_TCP, option, 1)[0]
@@ -189,8 +199,9 @@ def _tcp_state(sock: socket.socket) -> int | None:
 
 
 def wait_for_peer_close(sock: socket.socket, seconds: float) -> bool:
-    """After our shutdown: wait until the peer has closed its end too, at most
-    ``seconds``. True if it has (or the state is not one that waits for it)."""
+    """After our shutdown: wait until the peer's end is over too (its FIN, or a reset),
+    about ``seconds`` at most (the last pause may overrun). True if it is (or the state
+    is not one that waits for it, or cannot be read)."""
     deadline = time.monotonic() + seconds
     for _ in range(int(seconds / _PEER_CLOSE_POLL) + 1):  # a sleep is never shorter
         if _tcp_state(sock) not in (_TCP_FIN_WAIT1, _TCP_FIN_WAIT2):

@@ -6,6 +6,7 @@ import socket
 import threading
 
 from jarvis_trio.backends.transport import SocketStream, _Line, _set_timeout
+from jarvis_trio.threads import CancelToken
 
 
 class CountingSocket(socket.socket):
@@ -42,3 +43,33 @@ def test_an_empty_write_sends_nothing_and_leaves_the_timeout() -> None:
         stream.write(b"head", timeout=5.0)
         stream.write(b"body", timeout=5.0)
         assert sock.sent == [b"head", b"body"] and sock.timeouts_set == [5.0]
+
+
+class FiredToken(CancelToken):
+    """Fired, its callbacks not run yet: ``fire`` sets the flag first, and the thread,
+    polling between lines, can release its response in between."""
+
+    @property
+    def cancelled(self) -> bool:
+        return True
+
+
+def test_a_fired_requests_release_shuts_its_line_down() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        line = _Line(ours)
+        token = FiredToken()
+        line.claim(token)
+        line.release(token)
+        assert line.dead  # not reused; its close waits as after any cancel
+        assert theirs.recv(1) == b""  # the peer sees EOF
+
+
+def test_a_finished_requests_release_leaves_its_line_alive() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        line = _Line(ours)
+        token = CancelToken()
+        line.claim(token)
+        line.release(token)
+        assert not line.dead and line.owner is None
