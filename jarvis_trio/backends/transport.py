@@ -95,8 +95,10 @@ PEER_CLOSE_WAIT = 0.05
 _PEER_CLOSE_POLL = 0.0002
 
 # Linux's TCP states after our FIN and before the peer's (linux/tcp_states.h): the
-# peer has not closed its end yet.
+# peer has not closed its end yet. Other systems number their states differently
+# (FreeBSD's 4 and 5 are ESTABLISHED and CLOSE_WAIT): no wait there.
 _TCP_FIN_WAIT1, _TCP_FIN_WAIT2 = 4, 5
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 
 # httpcore's errors as httpx's, most specific first (httpx's HTTPTransport maps the same).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -186,30 +188,26 @@ def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
         sock.settimeout(timeout)
 
 
-def _tcp_state(sock: socket.socket) -> int | None:
-    """The socket's TCP state (``tcpi_state``, the first byte of Linux's ``tcp_info``);
-    None where that cannot be read (other systems number their states differently)."""
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None or not sys.platform.startswith("linux") or sock.fileno() < 0:
-        return None
+def _waits_for_peer(sock: socket.socket) -> bool:
+    """Our FIN is out and the peer's end is not over yet (Linux's ``tcpi_state``, the
+    first byte of ``tcp_info``); False where that cannot be read."""
+    if _TCP_INFO is None or sock.fileno() < 0:
+        return False
     try:
-        return socket.socket.getsockopt(sock, socket.IPPROTO_TCP, option, 1)[0]
+        state = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
     except OSError:
-        return None
+        return False
+    return state in (_TCP_FIN_WAIT1, _TCP_FIN_WAIT2)
 
 
-def wait_for_peer_close(sock: socket.socket, seconds: float) -> bool:
+def wait_for_peer_close(sock: socket.socket, seconds: float) -> None:
     """After our shutdown: wait until the peer's end is over too (its FIN, or a reset),
-    about ``seconds`` at most (the last pause may overrun). True if it is (or the state
-    is not one that waits for it, or cannot be read)."""
+    about ``seconds`` at most (the last pause may overrun)."""
     deadline = time.monotonic() + seconds
     for _ in range(int(seconds / _PEER_CLOSE_POLL) + 1):  # a sleep is never shorter
-        if _tcp_state(sock) not in (_TCP_FIN_WAIT1, _TCP_FIN_WAIT2):
-            return True
-        if time.monotonic() >= deadline:
-            break
+        if not _waits_for_peer(sock) or time.monotonic() >= deadline:
+            return
         time.sleep(_PEER_CLOSE_POLL)
-    return False
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -13,6 +13,7 @@ from jarvis_trio.generation import (
     GenerationRequest,
     GenerationResult,
     ModelInfo,
+    Output,
     Sink,
     Usage,
 )
@@ -26,6 +27,21 @@ from jarvis_trio.registry.fencing import (
     next_look,
     stop_result,
 )
+
+
+class Collect:
+    """A sink that keeps what it is sent; ``first`` is set by the first piece."""
+
+    def __init__(self) -> None:
+        self.texts: list[Output] = []
+        self.first = trio.Event()
+
+    def opened(self, model: str | None = None) -> None:
+        pass
+
+    async def send(self, text: Output) -> None:
+        self.texts.append(text)
+        self.first.set()
 
 
 def job(prompt: str, **kw: object) -> GenerationRequest:

@@ -20,8 +20,7 @@ import trio
 
 from jarvis_trio.backends import transport
 from jarvis_trio.backends.ollama import OllamaBackend
-from jarvis_trio.generation import Output
-from tests.support.fakes import job
+from tests.support.fakes import Collect, job
 from tests.support.helpers import deadline
 
 pytestmark = pytest.mark.skipif(
@@ -75,28 +74,17 @@ class SlowToClose:
         self._release.set()
 
 
-class FirstToken:
-    def __init__(self) -> None:
-        self.got = trio.Event()
-
-    def opened(self, model: str | None = None) -> None:
-        pass
-
-    async def send(self, text: Output) -> None:
-        self.got.set()
-
-
 async def cancel_after_first_token(upstream: SlowToClose) -> None:
     backend = OllamaBackend(f"http://127.0.0.1:{upstream.port}", limiter=trio.CapacityLimiter(2))
     try:
-        sink = FirstToken()
+        sink = Collect()
         async with trio.open_nursery() as nursery:
 
             async def ask() -> None:
                 await backend.generate(replace(job("hello"), model="m"), sink)
 
             nursery.start_soon(ask)
-            await sink.got.wait()
+            await sink.first.wait()
             nursery.cancel_scope.cancel()
         # generate() has returned: its thread, and the thread's close of the
         # connection, are over.

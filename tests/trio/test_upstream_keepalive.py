@@ -15,9 +15,9 @@ import trio
 
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.errors import UpstreamError
-from jarvis_trio.generation import GenerationResult, Output
+from jarvis_trio.generation import GenerationResult
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
-from tests.support.fakes import job
+from tests.support.fakes import Collect, job
 from tests.support.helpers import deadline
 
 MODEL = "llama3.2:1b"
@@ -27,19 +27,6 @@ MODEL = "llama3.2:1b"
 async def sim(nursery: trio.Nursery) -> OllamaSim:
     started: OllamaSim = await nursery.start(partial(serve_ollama_sim, tokens_per_second=200.0))
     return started
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.texts: list[Output] = []
-        self.first = trio.Event()
-
-    def opened(self, model: str | None = None) -> None:
-        pass
-
-    async def send(self, text: Output) -> None:
-        self.texts.append(text)
-        self.first.set()
 
 
 async def ask(backend: OllamaBackend, model: str, sink: Collect | None = None) -> GenerationResult:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
+import pytest
+
 from jarvis_trio.backends.transport import SocketStream, _Line, _set_timeout
 from jarvis_trio.threads import CancelToken
 
@@ -54,22 +56,16 @@ class FiredToken(CancelToken):
         return True
 
 
-def test_a_fired_requests_release_shuts_its_line_down() -> None:
+@pytest.mark.parametrize("fired", [True, False])
+def test_a_release_shuts_the_line_down_only_for_a_fired_request(fired: bool) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         line = _Line(ours)
-        token = FiredToken()
+        token = FiredToken() if fired else CancelToken()
         line.claim(token)
         line.release(token)
-        assert line.dead  # not reused; its close waits as after any cancel
-        assert theirs.recv(1) == b""  # the peer sees EOF
-
-
-def test_a_finished_requests_release_leaves_its_line_alive() -> None:
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        line = _Line(ours)
-        token = CancelToken()
-        line.claim(token)
-        line.release(token)
-        assert not line.dead and line.owner is None
+        assert line.owner is None
+        # Fired: not reused, and its close waits as after any cancel; the peer sees EOF.
+        assert line.dead is fired
+        if fired:
+            assert theirs.recv(1) == b""
