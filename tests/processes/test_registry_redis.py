@@ -145,17 +145,38 @@ def finish_reason(events: list[Any]) -> str | None:
     return None
 
 
-async def run_pair(url: str, session: str) -> Pair:
-    """A streams; after its first token B arrives in the same session, on a connection
-    of its own (so the kernel may hand it to the other worker)."""
+@asynccontextmanager
+async def pinned_clients(
+    url: str, per_worker: int = 2
+) -> AsyncIterator[dict[str, list[httpx.AsyncClient]]]:
+    """``per_worker`` clients held on each of the two workers, by their worker id.
+
+    The kernel hands a new connection to whichever worker accepts first, and a loaded
+    machine can favour one worker for dozens of connections in a row (a busy worker
+    wins the race). So the tests open idle connections (bounded) until each worker
+    holds ``per_worker`` of them, and send every request on a kept-alive one: a
+    request's worker is then the test's choice, and its ``X-Jarvis-Worker`` shows it.
+    """
+    async with AsyncExitStack() as stack:
+        pinned: dict[str, list[httpx.AsyncClient]] = {}
+        for _ in range(60):
+            client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
+            worker = (await client.get("/healthz")).headers["X-Jarvis-Worker"]
+            pinned.setdefault(worker, []).append(client)
+            if len(pinned) == 2 and all(len(c) >= per_worker for c in pinned.values()):
+                break
+        assert len(pinned) == 2, f"one worker accepted every connection: {pinned.keys()}"
+        assert all(len(c) >= per_worker for c in pinned.values()), pinned
+        yield pinned
+
+
+async def run_pair(client_a: httpx.AsyncClient, client_b: httpx.AsyncClient, session: str) -> Pair:
+    """A streams; after its first token B arrives in the same session, on another
+    connection (held on the same worker as A's or on the other one)."""
     headers = {"X-Session-Id": session}
     a_body = {"model": MODEL + "+tokens=100000", "prompt": f"A {session}", "stream": True}
     b_body = {"model": MODEL + "+tokens=5", "prompt": f"B {session}", "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=10) as client_a,
-        httpx.AsyncClient(base_url=url, timeout=10) as client_b,
-        client_a.stream("POST", CHAT, json=a_body, headers=headers) as a,
-    ):
+    async with client_a.stream("POST", CHAT, json=a_body, headers=headers) as a:
         a_events = sse_events(a)
         first = [await anext(a_events), await anext(a_events)]  # the role, a first token
         sent = time.monotonic()
@@ -163,16 +184,16 @@ async def run_pair(url: str, session: str) -> Pair:
             b_wait = time.monotonic() - sent
             b_events = await read_all_events(b)
         a_rest = [e async for e in a_events]
-        assert b.status_code == 200, b_events
-        return Pair(
-            worker_a=a.headers["X-Jarvis-Worker"],
-            worker_b=b.headers["X-Jarvis-Worker"],
-            stream_a=a.headers["X-Stream-Id"],
-            stream_b=b.headers["X-Stream-Id"],
-            a_finish=finish_reason(first + a_rest),
-            b_finish=finish_reason(b_events),
-            b_wait=b_wait,
-        )
+    assert b.status_code == 200, b_events
+    return Pair(
+        worker_a=a.headers["X-Jarvis-Worker"],
+        worker_b=b.headers["X-Jarvis-Worker"],
+        stream_a=a.headers["X-Stream-Id"],
+        stream_b=b.headers["X-Stream-Id"],
+        a_finish=finish_reason(first + a_rest),
+        b_finish=finish_reason(b_events),
+        b_wait=b_wait,
+    )
 
 
 def log_worker_of(log: str, stream_id: str) -> str:
@@ -191,15 +212,19 @@ async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
         async with open_hypercorn(env) as server:
             stack.gateways.append(server)
             pairs: list[Pair] = []
-            # Bounded: the kernel decides which worker accepts each connection.
-            for i in range(30):
-                pairs.append(await run_pair(server.url, f"pair-{i}"))
-                if sum(p.cross for p in pairs) >= 3 and len(pairs) >= 6:
-                    break
+            async with pinned_clients(server.url) as pinned:
+                one, other = sorted(pinned)
+                # Every order: A and B on one worker, on the other, and across both ways.
+                for i, (wa, wb) in enumerate([(one, other), (other, one), (one, one)] * 2):
+                    pair = await run_pair(pinned[wa][0], pinned[wb][1], f"pair-{i}")
+                    pairs.append(pair)
+                    assert (pair.worker_a, pair.worker_b) == (wa, wb), pair
+                pair = await run_pair(pinned[other][0], pinned[other][1], "pair-last")
+                pairs.append(pair)
             stats = stack.sim_stats()
             log = stack.log()
     cross = [p for p in pairs if p.cross]
-    assert len(cross) >= 3, f"only {len(cross)} of {len(pairs)} pairs crossed workers"
+    assert len(cross) == 4
     assert len({p.worker_a for p in pairs} | {p.worker_b for p in pairs}) == 2
     for pair in pairs:
         # The logs tell the worker too, and agree with the headers.
@@ -236,30 +261,24 @@ async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None
         async with open_hypercorn(env) as server:
             stack.gateways.append(server)
             stops: list[tuple[bool, dict[str, Any], str | None, float]] = []
-            # Bounded: the kernel decides which worker accepts each connection, and a
-            # loaded machine can favour one worker for a while.
-            for i in range(60):
-                await trio.sleep(0.02 * (i % 5))  # vary the timing between attempts
-                headers = {"X-Session-Id": f"stop-{i}"}
-                body = {"model": MODEL + "+tokens=100000", "prompt": f"A {i}", "stream": True}
-                async with (
-                    httpx.AsyncClient(base_url=server.url, timeout=10) as client_a,
-                    httpx.AsyncClient(base_url=server.url, timeout=10) as client_s,
-                    client_a.stream("POST", CHAT, json=body, headers=headers) as a,
-                ):
-                    events = sse_events(a)
-                    first = [await anext(events), await anext(events)]
-                    sent = time.monotonic()
-                    stop = await client_s.post(f"/v1/sessions/stop-{i}/cancel")
-                    elapsed = time.monotonic() - sent
-                    rest = [e async for e in events]
-                cross = stop.headers["X-Jarvis-Worker"] != a.headers["X-Jarvis-Worker"]
-                stops.append((cross, stop.json(), finish_reason(first + rest), elapsed))
-                if sum(c for c, *_ in stops) >= 2 and len(stops) >= 4:
-                    break
+            async with pinned_clients(server.url) as pinned:
+                one, other = sorted(pinned)
+                for i, (wa, ws) in enumerate([(one, other), (other, one), (one, one)]):
+                    headers = {"X-Session-Id": f"stop-{i}"}
+                    body = {"model": MODEL + "+tokens=100000", "prompt": f"A {i}", "stream": True}
+                    async with pinned[wa][0].stream("POST", CHAT, json=body, headers=headers) as a:
+                        events = sse_events(a)
+                        first = [await anext(events), await anext(events)]
+                        sent = time.monotonic()
+                        stop = await pinned[ws][1].post(f"/v1/sessions/stop-{i}/cancel")
+                        elapsed = time.monotonic() - sent
+                        rest = [e async for e in events]
+                    workers = (a.headers["X-Jarvis-Worker"], stop.headers["X-Jarvis-Worker"])
+                    assert workers == (wa, ws)
+                    stops.append((wa != ws, stop.json(), finish_reason(first + rest), elapsed))
             stats = stack.sim_stats()
             log = stack.log()
-    assert sum(c for c, *_ in stops) >= 2, stops
+    assert [c for c, *_ in stops] == [True, True, False]
     for cross, report, finish, _elapsed in stops:
         assert finish == "stopped", stops
         assert report["result"] == "finished_cleanly", stops
