@@ -307,3 +307,44 @@ async def test_a_finished_thread_token_is_not_fired_by_a_later_cancel() -> None:
         await relay_from_worker(produce, stream)
     stream.mark_cancelled(CancelReason.SUPERSEDED)
     assert not tokens[0].cancelled
+
+
+@deadline(20)
+@pytest.mark.parametrize("direct", [False, True], ids=["pump", "offer"])
+async def test_many_relays_at_once_each_deliver_every_piece_in_order(direct: bool) -> None:
+    """Twenty threads relay at once, so their wake-ups share callbacks: none is lost
+    (a lost one would hang its relay) and each sink gets its own pieces in order."""
+    sinks = [OfferingSink(room=100) if direct else ListSink() for _ in range(20)]
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        for i in range(300):
+            relay.put(str(i))
+            if i % 25 == 0:
+                time.sleep(0.001)  # let the pump go idle now and then
+
+    async with trio.open_nursery() as nursery:
+        for sink in sinks:
+            nursery.start_soon(relay_from_worker, produce, sink)
+    for sink in sinks:
+        assert sink.got == [str(i) for i in range(300)]
+
+
+@deadline(10)
+async def test_relays_woken_while_the_trio_thread_is_busy_are_all_woken() -> None:
+    """Two threads put while the trio thread is held: the second wake-up joins the
+    first's callback, and both pieces arrive once the trio thread is free."""
+    sinks = [OfferingSink(), OfferingSink()]
+    both_put = threading.Barrier(3)
+
+    def produce(token: CancelToken, relay: PieceRelay) -> None:
+        both_put.wait(5)
+        relay.put("only")
+        both_put.wait(5)
+
+    async with trio.open_nursery() as nursery:
+        for sink in sinks:
+            nursery.start_soon(relay_from_worker, produce, sink)
+        await trio.testing.wait_all_tasks_blocked()  # both pumps idle, both threads wait
+        both_put.wait(5)  # the threads put ...
+        both_put.wait(5)  # ... while this holds the trio thread
+    assert [sink.got for sink in sinks] == [["only"], ["only"]]
