@@ -16,7 +16,7 @@ The relays of one trio run share their ``run_sync_soon`` (:class:`_Wakeups`):
 a relay that needs a wake-up while one is queued and not yet run joins it
 instead of scheduling its own. At 100 streams, 94 % of the wake-ups did
 (2,250 callbacks for 40,300 wake-ups), and the server's CPU per relayed token
-fell by about a tenth (docs/benchmarks.md).
+fell by 5 to 10 % there (docs/benchmarks.md).
 
 A wake-up of an idle pump first tries to deliver the pending pieces itself,
 in the ``run_sync_soon`` callback, through the sink's ``offer``
@@ -99,7 +99,12 @@ class _Wakeups:
     scheduler pass; the first one schedules :meth:`_run`, the others only join its list.
 
     Invariant (under the lock): ``_scheduled`` is True exactly while a ``_run`` is
-    queued that has not yet taken the list; so every relay in the list is woken.
+    queued that has not yet taken the list; so every relay in the list is woken, and
+    no later than by a callback of its own. The ``run_sync_soon`` is made under the
+    lock for that: a relay that joins finds the callback queued already, ahead of
+    anything its thread queues after (its ``to_thread`` completion). No deadlock:
+    trio runs no code of ours in ``run_sync_soon``, and holds no lock of its own
+    while it runs the callbacks.
     """
 
     def __init__(self, trio_token: trio.lowlevel.TrioToken) -> None:
@@ -111,16 +116,12 @@ class _Wakeups:
     def wake(self, relay: PieceRelay) -> None:
         """From any thread: ``relay._wake_pump()`` runs soon on the trio thread."""
         with self._lock:
-            self._relays.append(relay)
             if self._scheduled:
+                self._relays.append(relay)
                 return
+            self._trio_token.run_sync_soon(self._run)  # raises once the run is over
+            self._relays.append(relay)
             self._scheduled = True
-        try:
-            self._trio_token.run_sync_soon(self._run)
-        except BaseException:  # the run is over (RunFinishedError)
-            with self._lock:
-                self._scheduled = False
-            raise
 
     def _run(self) -> None:
         with self._lock:
