@@ -12,12 +12,6 @@ under a lock and, only when the list was empty, schedules one wake-up of the
 trio task beside the worker (:func:`relay_from_worker`); it takes everything
 pending and awaits ``sink.send`` for each piece, in order.
 
-The relays of one trio run share their ``run_sync_soon`` (:class:`_Wakeups`):
-a relay that needs a wake-up while one is queued and not yet run joins it
-instead of scheduling its own. At 100 streams, 94 % of the wake-ups did
-(2,250 callbacks for 40,300 wake-ups), and the server's CPU per relayed token
-fell by 5 to 10 % there (docs/benchmarks.md).
-
 A wake-up of an idle pump first tries to deliver the pending pieces itself,
 in the ``run_sync_soon`` callback, through the sink's ``offer``
 (:class:`~jarvis_trio.generation.DirectSink`: a stream whose buffer has room
@@ -90,60 +84,6 @@ class _Opened:
 RELAY_LIMIT = 16
 
 
-class _Wakeups:
-    """One ``run_sync_soon`` for the relays that need a wake-up, however many.
-
-    Each ``run_sync_soon`` from a thread writes a byte to trio's wake-up socket: a
-    system call, with the GIL given up and taken back, while the trio thread may be
-    waiting for that GIL. With many streams, many relays need a wake-up within one
-    scheduler pass; the first one schedules :meth:`_run`, the others only join its list.
-
-    Invariant (under the lock): ``_scheduled`` is True exactly while a ``_run`` is
-    queued that has not yet taken the list; so every relay in the list is woken, and
-    no later than by a callback of its own. The ``run_sync_soon`` is made under the
-    lock for that: a relay that joins finds the callback queued already, ahead of
-    anything its thread queues after (its ``to_thread`` completion). No deadlock:
-    trio runs no code of ours in ``run_sync_soon``, and holds no lock of its own
-    while it runs the callbacks.
-    """
-
-    def __init__(self, trio_token: trio.lowlevel.TrioToken) -> None:
-        self._lock = threading.Lock()
-        self._relays: list[PieceRelay] = []
-        self._scheduled = False
-        self._trio_token = trio_token
-
-    def wake(self, relay: PieceRelay) -> None:
-        """From any thread: ``relay._wake_pump()`` runs soon on the trio thread."""
-        with self._lock:
-            if self._scheduled:
-                self._relays.append(relay)
-                return
-            self._trio_token.run_sync_soon(self._run)  # raises once the run is over
-            self._relays.append(relay)
-            self._scheduled = True
-
-    def _run(self) -> None:
-        with self._lock:
-            relays, self._relays = self._relays, []
-            self._scheduled = False
-        for relay in relays:
-            relay._wake_pump()  # never raises (a callback's error would end the run)
-
-
-_WAKEUPS: trio.lowlevel.RunVar[_Wakeups] = trio.lowlevel.RunVar("jarvis_relay_wakeups")
-
-
-def _wakeups() -> _Wakeups:
-    """This trio run's :class:`_Wakeups` (trio side: made on first use)."""
-    try:
-        return _WAKEUPS.get()
-    except LookupError:
-        wakeups = _Wakeups(trio.lowlevel.current_trio_token())
-        _WAKEUPS.set(wakeups)
-        return wakeups
-
-
 class PieceRelay:
     def __init__(self, *, limit: int = RELAY_LIMIT) -> None:
         self._limit = limit
@@ -154,7 +94,7 @@ class PieceRelay:
         self._pending: list[Output | _Opened] = []
         self._closed = False
         self._cancelled = False
-        self._wakeups = _wakeups()
+        self._trio_token = trio.lowlevel.current_trio_token()
         self._wake = trio.Event()  # trio side only
         self._direct: DirectSink | None = None  # the sink, if it takes pieces at once
         self._pump_idle = False  # the pump waits for a wake-up, with nothing in hand
@@ -183,13 +123,13 @@ class PieceRelay:
             wake = not self._pending
             self._pending.append(item)
         if wake:
-            self._wakeups.wake(self)
+            self._trio_token.run_sync_soon(self._wake_pump)
 
     def close(self) -> None:
         """No more pieces: the pump ends once it has sent what is pending."""
         with self._lock:
             self._closed = True
-        self._wakeups.wake(self)
+        self._trio_token.run_sync_soon(self._wake_pump)
 
     def _cancel(self) -> None:
         with self._lock:
