@@ -14,7 +14,7 @@ from jarvis_trio.errors import ServiceUnavailable
 from jarvis_trio.outcomes import Outcome
 from jarvis_trio.rules import CancelReason
 from jarvis_trio.sessions import SessionManager
-from jarvis_trio.streams import Stream
+from jarvis_trio.streams import CHANNEL_BUFFER, Stream
 from tests.support.fakes import FakeBackend, RecordingObserver, job
 
 
@@ -497,6 +497,44 @@ async def test_coalesced_batches_gather_what_arrives_within_the_window_and_lose_
         assert sizes[0] == 1 and max(sizes[1:]) == 5 and sum(sizes) == 20
         assert pieces == [f"A-{i} " for i in range(20)]
         assert stream.final_ending().outcome is Outcome.COMPLETED
+
+
+async def test_the_end_of_the_answer_cuts_a_coalescing_window_short(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(interval=0.01, tokens=5)
+    async with open_manager(backend) as manager:
+        stream = await start(manager, "A")
+        await stream.wait_ready()
+        started = trio.current_time()
+        sizes, pieces = [], []
+        async for batch in stream.batches(coalesce=10.0):
+            sizes.append(len(batch))
+            pieces.extend(batch)
+        # The second window closes when the answer ends (0.05 s), not after its 10 s.
+        assert trio.current_time() - started < 0.1
+        assert sizes == [1, 4] and pieces == [f"A-{i} " for i in range(5)]
+        assert stream.final_ending().outcome is Outcome.COMPLETED
+
+
+async def test_a_model_faster_than_the_window_ends_it_at_half_the_buffer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A window never lets the channel fill up: at half of it the batch goes out, so
+    the model is not held back, and is never taken for a client that stopped reading."""
+    backend = FakeBackend(interval=0.001, tokens=300)
+    async with open_manager(backend) as manager:
+        stream = await start(manager, "A")
+        await stream.wait_ready()
+        started = trio.current_time()
+        sizes, pieces = [], []
+        async for batch in stream.batches(coalesce=10.0):
+            sizes.append(len(batch))
+            pieces.extend(batch)
+            assert not stream.blocked_on_reader
+        assert pieces == [f"A-{i} " for i in range(300)]
+        assert max(sizes) == 1 + CHANNEL_BUFFER // 2  # its first piece, then half the buffer
+        assert trio.current_time() - started < 1.0  # the model's own 0.3 s, not windows
 
 
 async def test_a_cancel_cuts_a_coalescing_window_short_and_nothing_after_it_is_read(
