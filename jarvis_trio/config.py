@@ -65,9 +65,9 @@ class Settings(BaseSettings):
         le=1000,
         description="Write coalescing for streaming answers: after the first, each write "
         "also carries what the model sends within this many milliseconds (fewer, larger "
-        "writes, each token up to this much later; on a 2-core machine 5-20 % less CPU "
-        "per token at 10 streams, nothing measurable at 1 or 100). 0: write what is "
-        "there at once. docs/benchmarks.md measures the trade.",
+        "writes, each token up to this much later; the CPU it saves was within the "
+        "noise on a 2-core machine). 0: write what is there at once. docs/benchmarks.md "
+        "measures the trade.",
     )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."

@@ -234,10 +234,10 @@ class Stream:
         self._ready.set()
         if self._flush is not None:
             self._flush.set()  # a reader in a coalescing window
-        # Wake a reader waiting on the (empty) channel, in batches() or in a coalescing
-        # window. A full channel has no reader waiting, and the reader checks
-        # ``cancel_reason`` before it waits again. (A cancel scope around every wait did
-        # the same for 7 % more instructions per token at one stream.)
+        # Wake a reader waiting on the (empty) channel in batches() (one in a coalescing
+        # window waits on ``_flush``). A full channel has no reader waiting, and the
+        # reader checks ``cancel_reason`` before it waits again. (A cancel scope around
+        # every wait did the same for 7 % more instructions per token at one stream.)
         with contextlib.suppress(
             trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
         ):
@@ -316,9 +316,8 @@ class Stream:
         caller drops the batch), or a half-full channel.
 
         The reader sleeps through the window and takes what came at its end: woken
-        once per batch, not once per piece. (Woken per piece, as a ``receive`` loop
-        does, a window saved no CPU at all: the reader's wake-ups cost what the
-        writes saved; docs/benchmarks.md.)
+        once per batch, not once per piece (a ``receive`` loop saved the writes but
+        not the reader's wake-ups; docs/benchmarks.md).
         """
         if not (self.cancel_reason or self.producer_ended.is_set() or self._half_full()):
             self._flush = trio.Event()

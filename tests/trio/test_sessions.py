@@ -482,6 +482,16 @@ async def test_a_cancelled_stream_ending_past_its_budget_is_a_timed_out_join(
         assert (observer.joins_clean, observer.joins_timed_out) == (0, 1)
 
 
+async def read_batches(stream: Stream, coalesce: float) -> tuple[list[int], list[object]]:
+    """Every batch of ``stream`` read with a ``coalesce`` window: their sizes, their pieces."""
+    sizes: list[int] = []
+    pieces: list[object] = []
+    async for batch in stream.batches(coalesce=coalesce):
+        sizes.append(len(batch))
+        pieces.extend(batch)
+    return sizes, pieces
+
+
 async def test_coalesced_batches_gather_what_arrives_within_the_window_and_lose_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -489,10 +499,7 @@ async def test_coalesced_batches_gather_what_arrives_within_the_window_and_lose_
     async with open_manager(backend) as manager:
         stream = await start(manager, "A")
         await stream.wait_ready()
-        sizes, pieces = [], []
-        async for batch in stream.batches(coalesce=0.045):
-            sizes.append(len(batch))
-            pieces.extend(batch)
+        sizes, pieces = await read_batches(stream, 0.045)
         # The first batch never waits; later ones carry the tokens of their window.
         assert sizes[0] == 1 and max(sizes[1:]) == 5 and sum(sizes) == 20
         assert pieces == [f"A-{i} " for i in range(20)]
@@ -507,10 +514,7 @@ async def test_the_end_of_the_answer_cuts_a_coalescing_window_short(
         stream = await start(manager, "A")
         await stream.wait_ready()
         started = trio.current_time()
-        sizes, pieces = [], []
-        async for batch in stream.batches(coalesce=10.0):
-            sizes.append(len(batch))
-            pieces.extend(batch)
+        sizes, pieces = await read_batches(stream, 10.0)
         # The second window closes when the answer ends (0.05 s), not after its 10 s.
         assert trio.current_time() - started < 0.1
         assert sizes == [1, 4] and pieces == [f"A-{i} " for i in range(5)]
@@ -521,7 +525,7 @@ async def test_a_model_faster_than_the_window_ends_it_at_half_the_buffer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A window never lets the channel fill up: at half of it the batch goes out, so
-    the model is not held back, and is never taken for a client that stopped reading."""
+    the model is not held back (no send of it waits for room when a batch is taken)."""
     backend = FakeBackend(interval=0.001, tokens=300)
     async with open_manager(backend) as manager:
         stream = await start(manager, "A")
@@ -535,6 +539,36 @@ async def test_a_model_faster_than_the_window_ends_it_at_half_the_buffer(
         assert pieces == [f"A-{i} " for i in range(300)]
         assert max(sizes) == 1 + CHANNEL_BUFFER // 2  # its first piece, then half the buffer
         assert trio.current_time() - started < 1.0  # the model's own 0.3 s, not windows
+
+
+@pytest.mark.parametrize("case", ["ended", "half_full"])
+async def test_a_window_with_nothing_to_wait_for_takes_what_is_there_at_once(
+    case: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The reader's write to its client was slow; meanwhile the answer ended, or half
+    the buffer queued up and the model paused. The next window does not wait."""
+    if case == "ended":
+        backend, expected = FakeBackend(interval=0.01, tokens=5), [1, 4]
+    else:
+        backend = FakeBackend(interval=0.001, tokens=1000, silent_after={"A": 40})
+        expected = [1, 39]
+    async with open_manager(backend) as manager:
+        stream = await start(manager, "A")
+        await stream.wait_ready()
+        sizes: list[int] = []
+        written_at = 0.0
+        async for batch in stream.batches(coalesce=10.0):
+            sizes.append(len(batch))
+            if len(sizes) == 2:
+                break
+            if case == "ended":
+                await stream.producer_ended.wait()  # the slow write spans the end
+            else:
+                await trio.sleep(1.0)  # 39 pieces queue up, then the model pauses
+            written_at = trio.current_time()
+        assert trio.current_time() == written_at
+        assert sizes == expected
+        stream.close_reader()
 
 
 async def test_a_cancel_cuts_a_coalescing_window_short_and_nothing_after_it_is_read(
