@@ -179,12 +179,17 @@ class Stream:
             except trio.WouldBlock:
                 return False
             if self._flush is not None and self._half_full():
-                self._flush.set()  # the window ends now: the model outruns it
+                self._end_window()  # the model outruns the window
         self._delivered(text)
         return True
 
     def _half_full(self) -> bool:
         return self._send.statistics().current_buffer_used >= CHANNEL_BUFFER // 2
+
+    def _end_window(self) -> None:
+        """A reader in a coalescing window takes what is there now."""
+        if self._flush is not None:
+            self._flush.set()
 
     async def _wait_for_room(self, text: Output) -> None:
         # The buffer is full: the client is slow, not the model. If the inactivity
@@ -232,8 +237,7 @@ class Stream:
             self.cancelled_at = trio.current_time()
         self.scope.cancel(reason=reason.value)
         self._ready.set()
-        if self._flush is not None:
-            self._flush.set()  # a reader in a coalescing window
+        self._end_window()
         # Wake a reader waiting on the (empty) channel in batches() (one in a coalescing
         # window waits on ``_flush``). A full channel has no reader waiting, and the
         # reader checks ``cancel_reason`` before it waits again. (A cancel scope around
@@ -266,8 +270,7 @@ class Stream:
         self.producer_ended.set()
         self._send.close()
         self._ready.set()
-        if self._flush is not None:
-            self._flush.set()  # the last pieces go out now, not at the window's end
+        self._end_window()  # the last pieces go out now, not at the window's end
 
     # -- reader side (HTTP edge)
 
@@ -301,11 +304,7 @@ class Stream:
                     if self.cancel_reason is not None:
                         return
                 else:
-                    while True:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                    self._take_buffered(batch)
                 first_batch = False
                 yield batch
         finally:
@@ -326,6 +325,10 @@ class Stream:
                     await self._flush.wait()
             finally:
                 self._flush = None
+        self._take_buffered(batch)
+
+    def _take_buffered(self, batch: list[Output]) -> None:
+        """Add to ``batch`` everything the channel holds now, without waiting."""
         while True:
             try:
                 batch.append(self._receive.receive_nowait())

@@ -215,17 +215,14 @@ async def test_pairs_across_two_workers_never_run_two_streams_of_a_session(
             async with pinned_clients(server.url) as pinned:
                 one, other = sorted(pinned)
                 # Every order: A and B on one worker, on the other, and across both ways.
-                for i, (wa, wb) in enumerate([(one, other), (other, one), (one, one)] * 2):
+                orders = [(one, other), (other, one), (one, one), (other, other)] * 2
+                for i, (wa, wb) in enumerate(orders):
                     pair = await run_pair(pinned[wa][0], pinned[wb][1], f"pair-{i}")
                     pairs.append(pair)
                     assert (pair.worker_a, pair.worker_b) == (wa, wb), pair
-                pair = await run_pair(pinned[other][0], pinned[other][1], "pair-last")
-                pairs.append(pair)
             stats = stack.sim_stats()
             log = stack.log()
     cross = [p for p in pairs if p.cross]
-    assert len(cross) == 4
-    assert len({p.worker_a for p in pairs} | {p.worker_b for p in pairs}) == 2
     for pair in pairs:
         # The logs tell the worker too, and agree with the headers.
         assert log_worker_of(log, pair.stream_a) == pair.worker_a
@@ -260,7 +257,7 @@ async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None
         env = gateway_env(stack.redis_port, stack.sim.url)
         async with open_hypercorn(env) as server:
             stack.gateways.append(server)
-            stops: list[tuple[bool, dict[str, Any], str | None, float]] = []
+            stops: list[tuple[bool, dict[str, Any], str | None]] = []
             async with pinned_clients(server.url) as pinned:
                 one, other = sorted(pinned)
                 for i, (wa, ws) in enumerate([(one, other), (other, one), (one, one)]):
@@ -269,17 +266,14 @@ async def test_stop_reaches_a_stream_on_the_other_worker(tmp_path: Path) -> None
                     async with pinned[wa][0].stream("POST", CHAT, json=body, headers=headers) as a:
                         events = sse_events(a)
                         first = [await anext(events), await anext(events)]
-                        sent = time.monotonic()
                         stop = await pinned[ws][1].post(f"/v1/sessions/stop-{i}/cancel")
-                        elapsed = time.monotonic() - sent
                         rest = [e async for e in events]
                     workers = (a.headers["X-Jarvis-Worker"], stop.headers["X-Jarvis-Worker"])
                     assert workers == (wa, ws)
-                    stops.append((wa != ws, stop.json(), finish_reason(first + rest), elapsed))
+                    stops.append((wa != ws, stop.json(), finish_reason(first + rest)))
             stats = stack.sim_stats()
             log = stack.log()
-    assert [c for c, *_ in stops] == [True, True, False]
-    for cross, report, finish, _elapsed in stops:
+    for cross, report, finish in stops:
         assert finish == "stopped", stops
         assert report["result"] == "finished_cleanly", stops
         if cross:  # the other worker cannot name a stream it does not hold
