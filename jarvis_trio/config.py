@@ -79,9 +79,8 @@ class Settings(BaseSettings):
         description="Idle upstream connections kept alive for reuse (each for at most 2 s); "
         "0 (the default): a new upstream connection per request. A cancelled request's "
         "connection is shut down and never reused, and no request is ever resent on a "
-        "kept-alive connection the upstream closed: that request fails. Off by default: "
-        "expired idle connections are closed only when the pool is next used, so after a "
-        "burst up to this many stay open until the next request (docs/howto/tuning.md).",
+        "kept-alive connection the upstream closed: that request fails. An idle connection "
+        "is closed 2-3 s after its last request, used or not (docs/howto/tuning.md).",
     )
     join_budget: float = Field(
         2.0,

@@ -83,8 +83,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     async def start_sessions() -> None:
         await app.nursery.start(manager.run)
         if isinstance(upstream, UpstreamBackend):
-            # Refreshes the model list of requests that name no model, off their path.
-            await app.nursery.start(upstream.models.run)
+            # The model list of requests that name no model, refreshed off their path;
+            # kept-alive upstream connections closed when they expire.
+            await app.nursery.start(upstream.run)
         logs.event(
             "server_ready",
             backend=backend.name,
@@ -95,7 +96,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     @app.after_serving
     async def stop_sessions() -> None:
         if isinstance(upstream, UpstreamBackend):
-            upstream.models.stop()
+            upstream.stop()
         await manager.shutdown()
         if manager.stopped:
             await backend.aclose()

@@ -34,9 +34,18 @@ serve a later request. A line answers to one token at a time, its *owner*:
 
 A shut-down line is *dead*: it reports itself readable, which is what httpcore asks
 an idle connection before it reuses it (``is_readable``), so it is discarded, never
-reused. No request is ever sent twice: there is no retry here, and httpcore has none;
-a reused connection that the peer closed while our request was on its way fails the
-request with the ordinary upstream error.
+reused. No request is ever sent twice: httpcore has no retry, and ours (below) is only
+for a request that wrote nothing; a reused connection that the peer closed while our
+request was on its way fails the request with the ordinary upstream error.
+
+httpcore closes an expired idle connection only when the pool is next used, so after a
+burst the idle ones would stay open, on both sides, until the next request.
+:meth:`TokenTransport.close_expired` closes them on time instead (the backend runs it
+every second): under its lock, a line idle for :data:`KEEPALIVE_EXPIRY` is marked
+*closed* and its socket closed. A request that httpcore hands such a line in the same
+moment finds the mark on its first write, before a byte is sent
+(:class:`ConnectionClosedIdle`), and :class:`TokenTransport` sends it again on another
+connection.
 
 :func:`finish_body` reads what is left of a streamed body after its last line (the
 chunked terminator) without waiting more than :data:`DRAIN_SECONDS`, so a stream that
@@ -130,6 +139,11 @@ def _httpx_errors() -> Iterator[None]:
         raise
 
 
+class ConnectionClosedIdle(httpcore.NetworkError):
+    """A request's first write found its kept-alive connection closed as expired: nothing
+    was sent, so the request can go out on another connection."""
+
+
 class _Line:
     """The socket of one connection, as the cancel token of its current request reaches it."""
 
@@ -139,23 +153,47 @@ class _Line:
         self.owner: CancelToken | None = None  # the token of the request using the line
         self.dead = False  # shut down by a cancel: never to be reused
         self.drain: float | None = None  # a deadline (monotonic) for a finished body's rest
+        # When its last request let it go (monotonic); None while a request uses it.
+        self.idle_since: float | None = None
+        self.expired = False  # closed by close_expired: a request that finds it sends nothing
 
     def swap(self, sock: socket.socket) -> None:
         with self._lock:
             self.sock = sock
 
-    def claim(self, token: CancelToken) -> None:
-        """From now on the line serves ``token``'s request: its cancel shuts the line down
-        (at once if it has fired already)."""
+    def claim(self, token: CancelToken | None) -> None:
+        """From now on the line serves a request (``token``'s, if it has one): its cancel
+        shuts the line down (at once if it has fired already). Raises
+        :class:`ConnectionClosedIdle` if the line was closed as expired."""
         with self._lock:
+            if self.expired:
+                raise ConnectionClosedIdle("the kept-alive connection expired")
+            self.idle_since = None
+            if token is None or token is self.owner:
+                return
             self.owner = token
             self.drain = None
         token.add_callback(functools.partial(self._cancel, token))
+
+    def close_if_idle_since(self, before: float) -> bool:
+        """Close the line if no request has used it since ``before`` (monotonic)."""
+        with self._lock:
+            if self.dead or self.idle_since is None or self.idle_since > before:
+                return False
+            self.dead = self.expired = True
+            self.sock.close()
+            return True
+
+    def readable(self) -> bool:
+        """What httpcore asks before it reuses an idle connection: a dead line is."""
+        with self._lock:  # not while close_if_idle_since closes the socket
+            return self.dead or _readable(self.sock)
 
     def release(self, token: CancelToken | None) -> None:
         """``token``'s request is over: a late fire of it must not reach the line."""
         with self._lock:
             self.drain = None
+            self.idle_since = time.monotonic()
             if self.owner is token:
                 self.owner = None
                 if token is not None and token.cancelled and not self.dead:
@@ -222,9 +260,9 @@ def _readable(sock: socket.socket) -> bool:
 class SocketStream(httpcore.NetworkStream):
     """httpcore's view of one connection: blocking reads and writes on its socket."""
 
-    def __init__(self, line: _Line, current: threading.local) -> None:
+    def __init__(self, line: _Line, backend: TokenNetworkBackend) -> None:
         self._line = line
-        self._current = current  # the backend's: the token of this thread's request
+        self._backend = backend
 
     @property
     def sock(self) -> socket.socket:
@@ -232,9 +270,11 @@ class SocketStream(httpcore.NetworkStream):
 
     def _claim(self) -> None:
         """A request on a kept-alive connection: its token takes the line over."""
-        token: CancelToken | None = getattr(self._current, "token", None)
-        if token is not None and token is not self._line.owner:
-            self._line.claim(token)
+        token = self._backend.current_token()
+        line = self._line
+        if line.idle_since is None and (token is None or token is line.owner):
+            return  # the line's request, as at the previous read or write
+        line.claim(token)
 
     def drain_within(self, seconds: float) -> None:
         """Reads of the rest of this response end ``seconds`` from now, all of them
@@ -275,6 +315,7 @@ class SocketStream(httpcore.NetworkStream):
         if self._line.dead:  # shut down by a cancel: let the upstream finish with it
             wait_for_peer_close(self.sock, PEER_CLOSE_WAIT)
         self.sock.close()
+        self._backend.forget(self._line)
 
     def start_tls(
         self,
@@ -295,7 +336,7 @@ class SocketStream(httpcore.NetworkStream):
         except (OSError, ValueError) as exc:
             self.close()
             raise httpcore.ConnectError(exc) from exc
-        return SocketStream(self._line, self._current)
+        return SocketStream(self._line, self._backend)
 
     def get_extra_info(self, info: str) -> Any:
         sock = self.sock
@@ -308,7 +349,7 @@ class SocketStream(httpcore.NetworkStream):
         if info == "server_addr":
             return sock.getpeername()
         if info == "is_readable":  # httpcore asks before it reuses an idle connection
-            return self._line.dead or _readable(sock)
+            return self._line.readable()
         return None
 
 
@@ -319,6 +360,25 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
         # The token of the request being made on this worker thread: httpcore connects
         # inside the pool's handle_request, on the thread that called it.
         self._current = threading.local()
+        self._lines: set[_Line] = set()  # every connection not closed yet
+        self._lines_lock = threading.Lock()
+
+    def current_token(self) -> CancelToken | None:
+        token: CancelToken | None = getattr(self._current, "token", None)
+        return token
+
+    def forget(self, line: _Line) -> None:
+        with self._lines_lock:
+            self._lines.discard(line)
+
+    def close_idle_since(self, before: float) -> int:
+        """Close every connection no request has used since ``before`` (monotonic)."""
+        with self._lines_lock:
+            lines = list(self._lines)
+        closed = [line for line in lines if line.close_if_idle_since(before)]
+        for line in closed:
+            self.forget(line)
+        return len(closed)
 
     @contextlib.contextmanager
     def token(self, token: CancelToken | None) -> Iterator[None]:
@@ -337,7 +397,7 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        token: CancelToken | None = getattr(self._current, "token", None)
+        token = self.current_token()
         try:
             addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
@@ -363,7 +423,9 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
             for option in socket_options or ():
                 sock.setsockopt(*option)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return SocketStream(line, self._current)
+            with self._lines_lock:
+                self._lines.add(line)
+            return SocketStream(line, self)
         raise httpcore.ConnectError(last) from last
 
     def connect_unix_socket(
@@ -440,7 +502,16 @@ class TokenTransport(httpx.BaseTransport):
             extensions={k: v for k, v in extensions.items() if k != TOKEN},
         )
         with self._backend.token(token), _httpx_errors():
-            response = self._connections.handle_request(core_request)
+            # Each try that meets a connection closed as expired closes it for the pool;
+            # at most ``keepalive`` idle ones can be met, then a new one is made.
+            for _ in range(self.keepalive):
+                try:
+                    response = self._connections.handle_request(core_request)
+                    break
+                except ConnectionClosedIdle:
+                    continue  # nothing was sent (the module's doc)
+            else:
+                response = self._connections.handle_request(core_request)
         assert isinstance(response.stream, Iterable)
         return httpx.Response(
             status_code=response.status,
@@ -450,6 +521,11 @@ class TokenTransport(httpx.BaseTransport):
             ),
             extensions=response.extensions,
         )
+
+    def close_expired(self, expiry: float = KEEPALIVE_EXPIRY) -> int:
+        """Close the idle connections that have waited ``expiry`` seconds (httpcore would
+        close them only when the pool is next used); how many."""
+        return self._backend.close_idle_since(time.monotonic() - expiry)
 
     def close(self) -> None:
         self._connections.close()

@@ -43,7 +43,7 @@ import httpx
 import trio
 
 from jarvis_trio.backends.model_cache import ModelCache
-from jarvis_trio.backends.transport import TOKEN, TokenTransport, finish_body
+from jarvis_trio.backends.transport import KEEPALIVE_EXPIRY, TOKEN, TokenTransport, finish_body
 from jarvis_trio.errors import (
     ApiError,
     InvalidRequest,
@@ -192,6 +192,7 @@ class UpstreamBackend(ABC):
         )
         # For requests that name no model (the app runs its background refresh).
         self.models = ModelCache(self.list_models, ttl=models_ttl)
+        self._background = trio.CancelScope()  # run()'s
 
     # -- the protocol
 
@@ -263,6 +264,25 @@ class UpstreamBackend(ABC):
                 return name
         found = find_model(listed, name)
         return found.id if found is not None else name
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The backend's background work, until :meth:`stop`: the model list's refresh, and
+        closing kept-alive connections on time (httpcore would wait for the next request)."""
+        with self._background:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.models.run)
+                if self._http.transport.keepalive:
+                    nursery.start_soon(self._close_expired_connections)
+                task_status.started()
+
+    async def _close_expired_connections(self) -> None:
+        while True:
+            await trio.sleep(KEEPALIVE_EXPIRY / 2)  # none stays open 1.5 times the expiry
+            self._http.transport.close_expired()
+
+    def stop(self) -> None:
+        """End :meth:`run`."""
+        self._background.cancel()
 
     async def aclose(self) -> None:
         self._http.close()

@@ -13,6 +13,7 @@ from functools import partial
 import pytest
 import trio
 
+from jarvis_trio.backends import transport
 from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.errors import UpstreamError
 from jarvis_trio.generation import GenerationResult
@@ -117,6 +118,75 @@ async def test_the_pool_keeps_no_more_idle_connections_than_the_bound(sim: Ollam
             with trio.fail_after(5):
                 await sim.wait_until(lambda: sim.open_connections == bound)
         assert len(set(chats(sim))) == 5 + 5 - bound
+    finally:
+        await backend.aclose()
+
+
+@deadline(20)
+async def test_expired_idle_connections_are_closed_without_waiting_for_a_request(
+    sim: OllamaSim, nursery: trio.Nursery
+) -> None:
+    """httpcore closes an expired idle connection only when the pool is next used; the
+    backend's background run closes it on time, on both sides."""
+    backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=4)
+    await nursery.start(backend.run)
+    try:
+        await ask(backend, f"{MODEL}+tokens=2")
+        (kept,) = chats(sim)
+        assert sim.open_connections == 1
+        with trio.fail_after(2 * transport.KEEPALIVE_EXPIRY + 2):
+            closed = await sim.wait_closed(kept)
+        assert closed.closed_by == "client"
+        assert sim.open_connections == 0
+        assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
+        assert chats(sim)[-1] != kept
+    finally:
+        backend.stop()
+        await backend.aclose()
+
+
+@deadline(20)
+async def test_a_request_handed_a_connection_as_it_expires_is_sent_once_on_a_new_one(
+    sim: OllamaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool looked at the idle connection (still open) just before it was closed as
+    expired: the request finds it closed at its first write, before a byte is sent,
+    and goes out on a new connection."""
+    backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=4)
+    try:
+        await ask(backend, f"{MODEL}+tokens=2")
+        (kept,) = chats(sim)
+        monkeypatch.setattr(transport._Line, "readable", lambda self: False)
+        assert backend._http.transport.close_expired(0) == 1
+        assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
+        first, second = chats(sim)  # each request reached the upstream once
+        assert first == kept != second
+        assert [r.outcome for r in sim.requests()] == ["completed", "completed"]
+        with trio.fail_after(5):
+            assert (await sim.wait_closed(kept)).closed_by == "client"
+    finally:
+        await backend.aclose()
+
+
+@deadline(20)
+async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
+    sim: OllamaSim,
+) -> None:
+    backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=4)
+    try:
+        async with trio.open_nursery() as nursery:
+            sink = Collect()
+            results: list[GenerationResult] = []
+
+            async def long_answer() -> None:
+                results.append(await ask(backend, f"{MODEL}+tokens=40", sink))
+
+            nursery.start_soon(long_answer)
+            await sink.first.wait()
+            assert backend._http.transport.close_expired(0) == 0
+        assert [r.finish_reason for r in results] == ["stop"]
+        assert len(sink.texts) == 40
+        assert backend._http.transport.idle_connections == 1
     finally:
         await backend.aclose()
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import socket
-import threading
+import time
 
 import pytest
 
-from jarvis_trio.backends.transport import SocketStream, _Line, _set_timeout
+from jarvis_trio.backends.transport import (
+    ConnectionClosedIdle,
+    SocketStream,
+    TokenNetworkBackend,
+    _Line,
+    _set_timeout,
+)
 from jarvis_trio.threads import CancelToken
 
 
@@ -39,7 +45,7 @@ def test_a_timeout_is_set_only_when_it_changes() -> None:
 
 def test_an_empty_write_sends_nothing_and_leaves_the_timeout() -> None:
     with CountingSocket() as sock:
-        stream = SocketStream(_Line(sock), threading.local())
+        stream = SocketStream(_Line(sock), TokenNetworkBackend())
         stream.write(b"", timeout=5.0)
         assert sock.sent == [] and sock.timeouts_set == []
         stream.write(b"head", timeout=5.0)
@@ -69,3 +75,34 @@ def test_a_release_shuts_the_line_down_only_for_a_fired_request(fired: bool) -> 
         assert line.dead is fired
         if fired:
             assert theirs.recv(1) == b""
+
+
+def test_only_a_line_idle_since_the_cutoff_is_closed_as_expired() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        line = _Line(ours)
+        token = CancelToken()
+        line.claim(token)
+        assert not line.close_if_idle_since(time.monotonic())  # in use
+        line.release(token)
+        assert not line.close_if_idle_since(time.monotonic() - 60)  # idle, not that long
+        assert line.close_if_idle_since(time.monotonic())
+        assert line.dead and ours.fileno() == -1 and theirs.recv(1) == b""
+        assert line.readable()  # so httpcore discards it
+        with pytest.raises(ConnectionClosedIdle):  # a request handed it sends nothing
+            line.claim(CancelToken())
+        assert not line.close_if_idle_since(time.monotonic())  # closed once
+
+
+def test_a_line_shut_down_by_a_cancel_is_not_closed_as_expired() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        line = _Line(ours)
+        token = CancelToken()
+        line.claim(token)
+        token.fire()
+        line.release(token)
+        assert line.dead
+        # Its close is the request's own, after the wait for the upstream's end.
+        assert not line.close_if_idle_since(time.monotonic())
+        assert ours.fileno() != -1
