@@ -5,8 +5,9 @@ Rounds alternate the two paths (so a busy moment of a shared machine hits both):
 and ``POST /v1/chat/completions`` on the gateway until its first content chunk.
 The simulator answers its first token after ``slow`` seconds (1 ms), so what
 is left is HTTP and the gateway's own work. Both clients keep their connection
-alive; the gateway opens a new upstream connection per stream (that is part
-of its overhead) unless ``JARVIS_UPSTREAM_KEEPALIVE`` is set.
+alive; so does the gateway upstream (``JARVIS_UPSTREAM_KEEPALIVE``, on by
+default): with it set to 0, a new upstream connection per stream is part of
+its overhead.
 """
 
 from __future__ import annotations

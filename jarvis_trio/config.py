@@ -73,11 +73,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for a connection to the upstream."
     )
     upstream_keepalive: int = Field(
-        0,
+        16,
         ge=0,
         le=1024,
         description="Idle upstream connections kept alive for reuse (each for at most 2 s); "
-        "0 (the default): a new upstream connection per request. A cancelled request's "
+        "0: a new upstream connection per request. A cancelled request's "
         "connection is shut down and never reused, and no request is ever resent on a "
         "kept-alive connection the upstream closed: that request fails. An idle connection "
         "is closed 2-3 s after its last request, used or not (docs/howto/tuning.md).",
