@@ -41,8 +41,9 @@ request was on its way fails the request with the ordinary upstream error.
 httpcore closes an expired idle connection only when the pool is next used, so after a
 burst the idle ones would stay open, on both sides, until the next request.
 :meth:`TokenTransport.close_expired` closes them on time instead (the backend runs it
-every second): under its lock, a line idle for :data:`KEEPALIVE_EXPIRY` is marked
-*closed* and its socket closed. A request that httpcore hands such a line in the same
+every second): under its lock, a line idle for a little longer than
+:data:`KEEPALIVE_EXPIRY` is marked *closed* and its socket closed (a line shut down by
+a cancel and left in the pool is closed too). A request that httpcore hands such a line in the same
 moment finds the mark on its first write, before a byte is sent
 (:class:`ConnectionClosedIdle`), and :class:`TokenTransport` sends it again on another
 connection.
@@ -90,6 +91,11 @@ TOKEN = "jarvis_cancel_token"
 # idle timeouts of common upstream servers (uvicorn, hypercorn, llama.cpp: 5 s), so
 # we close first rather than race the server's close with a new request.
 KEEPALIVE_EXPIRY = 2.0
+# How much later than httpcore we close an expired idle connection ourselves: a line is
+# idle from just before httpcore's expiry starts (at the response's close), and past
+# httpcore's own expiry the pool no longer hands the connection out, so a request
+# rarely meets one we closed (it would go out on another connection: no harm, one try).
+_EXPIRY_GRACE = 0.25
 
 # The longest wait for the rest of a body after its last line (the chunked
 # terminator), which decides whether the connection can be kept; never longer,
@@ -175,10 +181,18 @@ class _Line:
             self.drain = None
         token.add_callback(functools.partial(self._cancel, token))
 
+    @property
+    def idle(self) -> bool:
+        """Kept for a next request: released, and neither shut down nor closed."""
+        return self.idle_since is not None and not self.dead
+
     def close_if_idle_since(self, before: float) -> bool:
-        """Close the line if no request has used it since ``before`` (monotonic)."""
+        """Close the line if no request has used it since ``before`` (monotonic). A
+        line shut down by a cancel is closed too: httpcore would discard it only when
+        the pool is next used (its request's own close, after the wait for the
+        upstream's end, is long over by then)."""
         with self._lock:
-            if self.dead or self.idle_since is None or self.idle_since > before:
+            if self.expired or self.idle_since is None or self.idle_since > before:
                 return False
             self.dead = self.expired = True
             self.sock.close()
@@ -371,6 +385,10 @@ class TokenNetworkBackend(httpcore.NetworkBackend):
         with self._lines_lock:
             self._lines.discard(line)
 
+    def idle_lines(self) -> int:
+        with self._lines_lock:
+            return sum(1 for line in self._lines if line.idle)
+
     def close_idle_since(self, before: float) -> int:
         """Close every connection no request has used since ``before`` (monotonic)."""
         with self._lines_lock:
@@ -482,8 +500,10 @@ class TokenTransport(httpx.BaseTransport):
 
     @property
     def idle_connections(self) -> int:
-        """Connections kept alive, waiting for a request (for tests and metrics)."""
-        return sum(1 for c in self._connections.connections if c.is_idle())
+        """Connections kept alive, waiting for a request (for tests and metrics); not
+        those closed as expired or shut down by a cancel, which httpcore still counts
+        until the pool is next used."""
+        return self._backend.idle_lines()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
@@ -522,7 +542,7 @@ class TokenTransport(httpx.BaseTransport):
             extensions=response.extensions,
         )
 
-    def close_expired(self, expiry: float = KEEPALIVE_EXPIRY) -> int:
+    def close_expired(self, expiry: float = KEEPALIVE_EXPIRY + _EXPIRY_GRACE) -> int:
         """Close the idle connections that have waited ``expiry`` seconds (httpcore would
         close them only when the pool is next used); how many."""
         return self._backend.close_idle_since(time.monotonic() - expiry)

@@ -32,6 +32,7 @@ upstream failure.
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from typing import Any
 import httpx
 import trio
 
+from jarvis_trio import logs
 from jarvis_trio.backends.model_cache import ModelCache
 from jarvis_trio.backends.transport import KEEPALIVE_EXPIRY, TOKEN, TokenTransport, finish_body
 from jarvis_trio.errors import (
@@ -132,7 +134,7 @@ class UpstreamHttp:
                 f"The model server at {self.base_url} timed out: {exc!r}.",
                 code="upstream_timeout",
             ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
             raise UpstreamError(
                 f"The model server at {self.base_url} closed the connection mid-response ({exc}).",
                 code="upstream_disconnected",
@@ -278,7 +280,10 @@ class UpstreamBackend(ABC):
     async def _close_expired_connections(self) -> None:
         while True:
             await trio.sleep(KEEPALIVE_EXPIRY / 2)  # none stays open 1.5 times the expiry
-            self._http.transport.close_expired()
+            try:
+                self._http.transport.close_expired()
+            except OSError as exc:  # a socket's close: logged, and the next pass goes on
+                logs.event("upstream_close_failed", level=logging.WARNING, error=repr(exc))
 
     def stop(self) -> None:
         """End :meth:`run`."""

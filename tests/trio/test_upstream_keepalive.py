@@ -18,6 +18,8 @@ from jarvis_trio.backends.ollama import OllamaBackend
 from jarvis_trio.errors import UpstreamError
 from jarvis_trio.generation import GenerationResult
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
+from jarvis_trio.threads import CancelToken
+from tests.conftest import log_lines
 from tests.support.fakes import Collect, job
 from tests.support.helpers import deadline
 
@@ -138,6 +140,7 @@ async def test_expired_idle_connections_are_closed_without_waiting_for_a_request
             closed = await sim.wait_closed(kept)
         assert closed.closed_by == "client"
         assert sim.open_connections == 0
+        assert backend._http.transport.idle_connections == 0
         assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
         assert chats(sim)[-1] != kept
     finally:
@@ -157,8 +160,21 @@ async def test_a_request_handed_a_connection_as_it_expires_is_sent_once_on_a_new
         await ask(backend, f"{MODEL}+tokens=2")
         (kept,) = chats(sim)
         monkeypatch.setattr(transport._Line, "readable", lambda self: False)
+        found_closed: list[transport._Line] = []
+        claim = transport._Line.claim
+
+        def counted_claim(line: transport._Line, token: CancelToken | None) -> None:
+            try:
+                claim(line, token)
+            except transport.ConnectionClosedIdle:
+                found_closed.append(line)
+                raise
+
+        monkeypatch.setattr(transport._Line, "claim", counted_claim)
         assert backend._http.transport.close_expired(0) == 1
+        assert backend._http.transport.idle_connections == 0
         assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
+        assert len(found_closed) == 1  # handed the closed one first, then a new one
         first, second = chats(sim)  # each request reached the upstream once
         assert first == kept != second
         assert [r.outcome for r in sim.requests()] == ["completed", "completed"]
@@ -174,6 +190,7 @@ async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
 ) -> None:
     backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=4)
     try:
+        await ask(backend, f"{MODEL}+tokens=2")  # the long answer reuses its connection
         async with trio.open_nursery() as nursery:
             sink = Collect()
             results: list[GenerationResult] = []
@@ -186,6 +203,8 @@ async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
             assert backend._http.transport.close_expired(0) == 0
         assert [r.finish_reason for r in results] == ["stop"]
         assert len(sink.texts) == 40
+        first, second = chats(sim)
+        assert first == second
         assert backend._http.transport.idle_connections == 1
     finally:
         await backend.aclose()
@@ -285,3 +304,28 @@ async def test_a_post_on_a_connection_the_upstream_closed_is_never_sent_twice(
         assert upstream.received[0][1] == upstream.received[1][1]  # the same request body
     finally:
         await backend.aclose()
+
+
+async def test_a_failed_pass_of_closing_expired_connections_is_logged_and_the_next_goes_on(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket's close that raises must not end the app's background work."""
+    backend = OllamaBackend("http://127.0.0.1:9", keepalive=4)  # never reached
+    passes: list[float] = []
+
+    def close_expired() -> int:
+        passes.append(trio.current_time())
+        if len(passes) == 1:
+            raise OSError("a close that failed")
+        return 0
+
+    monkeypatch.setattr(backend._http.transport, "close_expired", close_expired)
+    with trio.move_on_after(3 * transport.KEEPALIVE_EXPIRY / 2 + 0.1):
+        await backend._close_expired_connections()
+    assert passes == [transport.KEEPALIVE_EXPIRY / 2 * n for n in (1, 2, 3)]
+    assert [line for line in log_lines(caplog) if line.startswith("upstream_close")] == [
+        "upstream_close_failed error=OSError('a close that failed')"
+    ]
+    await backend.aclose()

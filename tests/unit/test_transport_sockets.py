@@ -86,7 +86,9 @@ def test_only_a_line_idle_since_the_cutoff_is_closed_as_expired() -> None:
         assert not line.close_if_idle_since(time.monotonic())  # in use
         line.release(token)
         assert not line.close_if_idle_since(time.monotonic() - 60)  # idle, not that long
+        assert line.idle
         assert line.close_if_idle_since(time.monotonic())
+        assert not line.idle
         assert line.dead and ours.fileno() == -1 and theirs.recv(1) == b""
         assert line.readable()  # so httpcore discards it
         with pytest.raises(ConnectionClosedIdle):  # a request handed it sends nothing
@@ -94,7 +96,7 @@ def test_only_a_line_idle_since_the_cutoff_is_closed_as_expired() -> None:
         assert not line.close_if_idle_since(time.monotonic())  # closed once
 
 
-def test_a_line_shut_down_by_a_cancel_is_not_closed_as_expired() -> None:
+def test_a_line_shut_down_by_a_cancel_and_left_idle_is_closed_once_expired() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         line = _Line(ours)
@@ -102,7 +104,11 @@ def test_a_line_shut_down_by_a_cancel_is_not_closed_as_expired() -> None:
         line.claim(token)
         token.fire()
         line.release(token)
-        assert line.dead
-        # Its close is the request's own, after the wait for the upstream's end.
-        assert not line.close_if_idle_since(time.monotonic())
+        assert line.dead and not line.idle  # not counted as a kept connection
+        # Until it expires, its close is the request's own (after the wait for the
+        # upstream's end); left in the pool, it is closed then, not at the pool's next use.
+        assert not line.close_if_idle_since(time.monotonic() - 60)
         assert ours.fileno() != -1
+        assert line.close_if_idle_since(time.monotonic())
+        assert ours.fileno() == -1
+        assert not line.close_if_idle_since(time.monotonic())  # closed once
