@@ -26,10 +26,14 @@ _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 class _Gauges(Collector):
     def __init__(
-        self, stats: Callable[[], ManagerStatistics], limiter: trio.CapacityLimiter
+        self,
+        stats: Callable[[], ManagerStatistics],
+        limiter: trio.CapacityLimiter,
+        upstream_idle: Callable[[], int] | None,
     ) -> None:
         self._stats = stats
         self._limiter = limiter
+        self._upstream_idle = upstream_idle
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self._stats()
@@ -75,6 +79,11 @@ class _Gauges(Collector):
             "jarvis_worker_threads_limit",
             "Most worker threads that may read upstreams at once.",
             self._limiter.total_tokens,
+        )
+        yield GaugeMetricFamily(
+            "jarvis_upstream_idle_connections",
+            "Upstream connections kept alive for a next request (JARVIS_UPSTREAM_KEEPALIVE).",
+            self._upstream_idle() if self._upstream_idle is not None else 0,
         )
 
 
@@ -135,8 +144,15 @@ class Metrics:
             registry=r,
         )
 
-    def watch(self, stats: Callable[[], ManagerStatistics], limiter: trio.CapacityLimiter) -> None:
-        self.registry.register(_Gauges(stats, limiter))
+    def watch(
+        self,
+        stats: Callable[[], ManagerStatistics],
+        limiter: trio.CapacityLimiter,
+        upstream_idle: Callable[[], int] | None = None,
+    ) -> None:
+        """Gauges read at scrape time: the manager's ``stats``, the reader threads'
+        ``limiter``, and the kept-alive upstream connections (none without an upstream)."""
+        self.registry.register(_Gauges(stats, limiter, upstream_idle))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -66,7 +66,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         max_streams=settings.max_streams,
         retry_after=settings.retry_after_seconds,
     )
-    metrics.watch(manager.statistics, limiter)
+    upstream = backend.inner if isinstance(backend, AgentBackend) else backend
+    metrics.watch(
+        manager.statistics,
+        limiter,
+        upstream.idle_connections if isinstance(upstream, UpstreamBackend) else None,
+    )
     app.extensions["jarvis"] = JarvisState(
         settings=settings,
         backend=backend,
@@ -76,8 +81,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
     )
     app.asgi_app = ExchangeLifetime(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = Cors(app.asgi_app, settings.cors_origins)  # type: ignore[method-assign]
-
-    upstream = backend.inner if isinstance(backend, AgentBackend) else backend
 
     @app.before_serving
     async def start_sessions() -> None:

@@ -285,6 +285,10 @@ class UpstreamBackend(ABC):
             except OSError as exc:  # a socket's close: logged, and the next pass goes on
                 logs.event("upstream_close_failed", level=logging.WARNING, error=repr(exc))
 
+    def idle_connections(self) -> int:
+        """Upstream connections kept alive for a next request (``/metrics``)."""
+        return self._http.transport.idle_connections
+
     def stop(self) -> None:
         """End :meth:`run`."""
         self._background.cancel()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from jarvis_trio.backends.ollama import OllamaBackend
+from jarvis_trio.backends.transport import KEEPALIVE_EXPIRY
+from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from tests.conftest import RunningServer, StartServer
 from tests.support.fakes import FakeBackend
 from tests.support.helpers import deadline, eventually, sse_events
@@ -82,3 +88,26 @@ async def test_metrics_need_a_key_when_keys_are_configured(start_server: StartSe
     async with server.client() as client:
         assert (await client.get("/metrics")).status_code == 401
         await scrape(client, headers={"Authorization": "Bearer k"})
+
+
+@deadline(20)
+async def test_kept_alive_upstream_connections_are_counted_until_they_expire(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    sim: OllamaSim = await nursery.start(partial(serve_ollama_sim, tokens_per_second=200.0))
+    backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=4)
+    server = await start_server(backend)
+    async with server.client() as client:
+        assert (await scrape(client))["jarvis_upstream_idle_connections"] == 0
+        body = {"model": "llama3.2:1b+tokens=2", "messages": [{"role": "user", "content": "hi"}]}
+        assert (await client.post(CHAT, json=body)).status_code == 200
+        assert (await scrape(client))["jarvis_upstream_idle_connections"] == 1
+        assert sim.open_connections == 1
+        # The app's background run closes it once it expired (2-3 s after its request).
+        with trio.fail_after(2 * KEEPALIVE_EXPIRY + 2):
+            await sim.wait_until(lambda: sim.open_connections == 0)
+        assert (await scrape(client))["jarvis_upstream_idle_connections"] == 0
+
+
+async def test_the_embedded_model_keeps_no_upstream_connection(client: httpx.AsyncClient) -> None:
+    assert (await scrape(client))["jarvis_upstream_idle_connections"] == 0
