@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "0: a new upstream connection per request. A cancelled request's "
         "connection is shut down and never reused, and no request is ever resent on a "
         "kept-alive connection the upstream closed: that request fails. An idle connection "
-        "is closed 2-3 s after its last request, used or not; a request handed one in that "
+        "is closed 2.25-3.25 s after its last request, used or not; a request handed one in that "
         "moment sends nothing on it and goes out once, on another (docs/howto/tuning.md).",
     )
     join_budget: float = Field(

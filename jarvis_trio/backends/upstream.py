@@ -279,7 +279,8 @@ class UpstreamBackend(ABC):
 
     async def _close_expired_connections(self) -> None:
         while True:
-            await trio.sleep(KEEPALIVE_EXPIRY / 2)  # none stays open 1.5 times the expiry
+            # A pass a second: none stays open more than the expiry, its grace and a second.
+            await trio.sleep(KEEPALIVE_EXPIRY / 2)
             try:
                 self._http.transport.close_expired()
             except OSError as exc:  # a socket's close: logged, and the next pass goes on
