@@ -195,7 +195,9 @@ class _Line:
             if self.expired or self.idle_since is None or self.idle_since > before:
                 return False
             self.dead = self.expired = True
-            self.sock.close()
+            # CPython frees the descriptor even when close() reports an error.
+            with contextlib.suppress(OSError):
+                self.sock.close()
             return True
 
     def readable(self) -> bool:

@@ -32,7 +32,6 @@ upstream failure.
 from __future__ import annotations
 
 import json
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,9 +42,14 @@ from typing import Any
 import httpx
 import trio
 
-from jarvis_trio import logs
 from jarvis_trio.backends.model_cache import ModelCache
-from jarvis_trio.backends.transport import KEEPALIVE_EXPIRY, TOKEN, TokenTransport, finish_body
+from jarvis_trio.backends.transport import (
+    KEEPALIVE_EXPIRY,
+    TOKEN,
+    ConnectionClosedIdle,
+    TokenTransport,
+    finish_body,
+)
 from jarvis_trio.errors import (
     ApiError,
     InvalidRequest,
@@ -135,6 +139,12 @@ class UpstreamHttp:
                 code="upstream_timeout",
             ) from None
         except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+            if isinstance(exc.__cause__, ConnectionClosedIdle):  # rare: the last try's too
+                raise UpstreamError(
+                    f"No connection to the model server at {self.base_url} could be used: "
+                    "each kept-alive one was closed as it was handed out. Nothing was sent.",
+                    code="upstream_disconnected",
+                ) from None
             raise UpstreamError(
                 f"The model server at {self.base_url} closed the connection mid-response ({exc}).",
                 code="upstream_disconnected",
@@ -281,10 +291,7 @@ class UpstreamBackend(ABC):
         while True:
             # A pass a second: none stays open more than the expiry, its grace and a second.
             await trio.sleep(KEEPALIVE_EXPIRY / 2)
-            try:
-                self._http.transport.close_expired()
-            except OSError as exc:  # a socket's close: logged, and the next pass goes on
-                logs.event("upstream_close_failed", level=logging.WARNING, error=repr(exc))
+            self._http.transport.close_expired()
 
     def idle_connections(self) -> int:
         """Upstream connections kept alive for a next request (``/metrics``)."""

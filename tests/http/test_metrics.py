@@ -103,7 +103,7 @@ async def test_kept_alive_upstream_connections_are_counted_until_they_expire(
         assert (await client.post(CHAT, json=body)).status_code == 200
         assert (await scrape(client))["jarvis_upstream_idle_connections"] == 1
         assert sim.open_connections == 1
-        # The app's background run closes it once it expired (2-3 s after its request).
+        # The app's background run closes it once it expired (2.25-3.25 s after its request).
         with trio.fail_after(2 * KEEPALIVE_EXPIRY + 2):
             await sim.wait_until(lambda: sim.open_connections == 0)
         assert (await scrape(client))["jarvis_upstream_idle_connections"] == 0

@@ -19,7 +19,6 @@ from jarvis_trio.errors import UpstreamError
 from jarvis_trio.generation import GenerationResult
 from jarvis_trio.ollama_sim import OllamaSim, serve_ollama_sim
 from jarvis_trio.threads import CancelToken
-from tests.conftest import log_lines
 from tests.support.fakes import Collect, job
 from tests.support.helpers import deadline
 
@@ -185,6 +184,33 @@ async def test_a_request_handed_a_connection_as_it_expires_is_sent_once_on_a_new
 
 
 @deadline(20)
+async def test_a_request_that_finds_every_connection_closed_fails_having_sent_nothing(
+    sim: OllamaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try (one per idle connection the pool may hold, then a last one) meets a
+    connection closed as expired: the request fails as the upstream's disconnect, says
+    that nothing was sent, and never reached the upstream."""
+    tries: list[transport._Line] = []
+
+    def closed_claim(line: transport._Line, token: CancelToken | None) -> None:
+        tries.append(line)
+        line.sock.close()
+        raise transport.ConnectionClosedIdle("closed as it was handed out")
+
+    monkeypatch.setattr(transport._Line, "claim", closed_claim)
+    backend = OllamaBackend(sim.url, limiter=trio.CapacityLimiter(4), keepalive=2)
+    try:
+        with pytest.raises(UpstreamError) as failed:
+            await ask(backend, f"{MODEL}+tokens=2")
+        assert failed.value.code == "upstream_disconnected"
+        assert "Nothing was sent" in failed.value.message
+        assert len(tries) == 2 + 1
+        assert chats(sim) == []
+    finally:
+        await backend.aclose()
+
+
+@deadline(20)
 async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
     sim: OllamaSim,
 ) -> None:
@@ -200,6 +226,7 @@ async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
 
             nursery.start_soon(long_answer)
             await sink.first.wait()
+            assert backend._http.transport.idle_connections == 0  # in use, not idle
             assert backend._http.transport.close_expired(0) == 0
         assert [r.finish_reason for r in results] == ["stop"]
         assert len(sink.texts) == 40
@@ -304,28 +331,3 @@ async def test_a_post_on_a_connection_the_upstream_closed_is_never_sent_twice(
         assert upstream.received[0][1] == upstream.received[1][1]  # the same request body
     finally:
         await backend.aclose()
-
-
-async def test_a_failed_pass_of_closing_expired_connections_is_logged_and_the_next_goes_on(
-    autojump_clock: trio.testing.MockClock,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A socket's close that raises must not end the app's background work."""
-    backend = OllamaBackend("http://127.0.0.1:9", keepalive=4)  # never reached
-    passes: list[float] = []
-
-    def close_expired() -> int:
-        passes.append(trio.current_time())
-        if len(passes) == 1:
-            raise OSError("a close that failed")
-        return 0
-
-    monkeypatch.setattr(backend._http.transport, "close_expired", close_expired)
-    with trio.move_on_after(3 * transport.KEEPALIVE_EXPIRY / 2 + 0.1):
-        await backend._close_expired_connections()
-    assert passes == [transport.KEEPALIVE_EXPIRY / 2 * n for n in (1, 2, 3)]
-    assert [line for line in log_lines(caplog) if line.startswith("upstream_close")] == [
-        "upstream_close_failed error=OSError('a close that failed')"
-    ]
-    await backend.aclose()

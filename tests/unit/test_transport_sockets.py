@@ -8,9 +8,11 @@ import time
 import pytest
 
 from jarvis_trio.backends.transport import (
+    KEEPALIVE_EXPIRY,
     ConnectionClosedIdle,
     SocketStream,
     TokenNetworkBackend,
+    TokenTransport,
     _Line,
     _set_timeout,
 )
@@ -112,3 +114,27 @@ def test_a_line_shut_down_by_a_cancel_and_left_idle_is_closed_once_expired() -> 
         assert line.close_if_idle_since(time.monotonic())
         assert ours.fileno() == -1
         assert not line.close_if_idle_since(time.monotonic())  # closed once
+
+
+@pytest.mark.parametrize(
+    ("idle_for", "closed"), [(KEEPALIVE_EXPIRY + 0.1, 0), (KEEPALIVE_EXPIRY + 0.4, 1)]
+)
+def test_the_transport_closes_an_idle_line_only_after_httpcores_own_expiry(
+    idle_for: float, closed: int
+) -> None:
+    """httpcore's expiry starts just after the line's idle time does (at the response's
+    close); past it, the pool hands the connection out no more: closing after a grace
+    leaves no request to meet a connection we closed."""
+    pool = TokenTransport(keepalive=1)
+    backend = pool._backend
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        line = _Line(ours)
+        token = CancelToken()
+        line.claim(token)
+        line.release(token)
+        line.idle_since = time.monotonic() - idle_for
+        backend._lines.add(line)
+        assert pool.idle_connections == 1
+        assert pool.close_expired() == closed
+        assert pool.idle_connections == 1 - closed
