@@ -202,8 +202,8 @@ def run_storm(
     async def storm() -> None:
         # A client (and connection pool) per session, unbounded: a session has only a few
         # requests open at once. One shared pool with a bound let requests wait in it for
-        # up to 30 s with most of its connections free (a stall of httpcore 1.0.9's pool
-        # under contention; docs/benchmarks.md): they counted as hung, never sent.
+        # up to 30 s while about 12 requests held connections (a stall of httpcore 1.0.9's
+        # pool under contention; docs/benchmarks.md): they counted as hung, never sent.
         async with contextlib.AsyncExitStack() as clients:
             opened = [
                 await clients.enter_async_context(open_client(stack.url, timeout=request_timeout))
