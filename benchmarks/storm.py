@@ -205,13 +205,10 @@ def run_storm(
         # up to 30 s while about 12 requests held connections (a stall of httpcore 1.0.9's
         # pool under contention; docs/benchmarks.md): they counted as hung, never sent.
         async with contextlib.AsyncExitStack() as clients:
-            opened = [
-                await clients.enter_async_context(open_client(stack.url, timeout=request_timeout))
-                for _ in plan
-            ]
             async with trio.open_nursery() as nursery:
                 for s, reqs in enumerate(plan):
-                    nursery.start_soon(session, opened[s], reqs, s)
+                    client = open_client(stack.url, timeout=request_timeout)
+                    nursery.start_soon(session, await clients.enter_async_context(client), reqs, s)
 
     trio.run(warm_up)
     time.sleep(0.5)

@@ -29,7 +29,7 @@ class _Gauges(Collector):
         self,
         stats: Callable[[], ManagerStatistics],
         limiter: trio.CapacityLimiter,
-        upstream_idle: Callable[[], int] | None,
+        upstream_idle: Callable[[], int],
     ) -> None:
         self._stats = stats
         self._limiter = limiter
@@ -83,7 +83,7 @@ class _Gauges(Collector):
         yield GaugeMetricFamily(
             "jarvis_upstream_idle_connections",
             "Upstream connections kept alive for a next request (JARVIS_UPSTREAM_KEEPALIVE).",
-            self._upstream_idle() if self._upstream_idle is not None else 0,
+            self._upstream_idle(),
         )
 
 
@@ -148,7 +148,7 @@ class Metrics:
         self,
         stats: Callable[[], ManagerStatistics],
         limiter: trio.CapacityLimiter,
-        upstream_idle: Callable[[], int] | None = None,
+        upstream_idle: Callable[[], int] = lambda: 0,
     ) -> None:
         """Gauges read at scrape time: the manager's ``stats``, the reader threads'
         ``limiter``, and the kept-alive upstream connections (none without an upstream)."""

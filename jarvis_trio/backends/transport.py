@@ -43,8 +43,8 @@ burst the idle ones would stay open, on both sides, until the next request.
 :meth:`TokenTransport.close_expired` closes them on time instead (the backend runs it
 every second): under its lock, a line idle for a little longer than
 :data:`KEEPALIVE_EXPIRY` is marked *closed* and its socket closed (a line shut down by
-a cancel and left in the pool is closed too). A request that httpcore hands such a line in the same
-moment finds the mark on its first write, before a byte is sent
+a cancel and left in the pool is closed too). A request that httpcore hands such a
+line in the same moment finds the mark on its first write, before a byte is sent
 (:class:`ConnectionClosedIdle`), and :class:`TokenTransport` sends it again on another
 connection.
 

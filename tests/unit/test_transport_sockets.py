@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -128,7 +129,7 @@ def test_the_transport_closes_an_idle_line_only_after_httpcores_own_expiry(
     pool = TokenTransport(keepalive=1)
     backend = pool._backend
     ours, theirs = socket.socketpair()
-    with ours, theirs:
+    with ours, theirs, contextlib.closing(pool):
         line = _Line(ours)
         token = CancelToken()
         line.claim(token)
