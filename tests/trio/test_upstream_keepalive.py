@@ -51,7 +51,7 @@ async def test_sequential_requests_reuse_one_connection(sim: OllamaSim) -> None:
         assert one == two  # the stream's end was read: its connection went back to the pool
         assert [r.outcome for r in sim.requests()] == ["completed", "completed"]
         assert sim.open_connections == 1
-        assert backend._http.transport.idle_connections == 1
+        assert backend.idle_connections() == 1
     finally:
         await backend.aclose()
     with trio.fail_after(5):
@@ -99,7 +99,7 @@ async def test_a_cancel_on_a_reused_connection_shuts_it_and_it_is_not_reused(
         with trio.fail_after(5):
             closed = await sim.wait_closed(kept)
         assert closed.closed_by == "client"
-        assert backend._http.transport.idle_connections == 0
+        assert backend.idle_connections() == 0
         await ask(backend, f"{MODEL}+tokens=2")
         assert chats(sim)[-1] != kept
     finally:
@@ -115,7 +115,7 @@ async def test_the_pool_keeps_no_more_idle_connections_than_the_bound(sim: Ollam
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(ask, backend, f"{MODEL}+tokens=20")
-            assert backend._http.transport.idle_connections == bound
+            assert backend.idle_connections() == bound
             with trio.fail_after(5):
                 await sim.wait_until(lambda: sim.open_connections == bound)
         assert len(set(chats(sim))) == 5 + 5 - bound
@@ -139,7 +139,7 @@ async def test_expired_idle_connections_are_closed_without_waiting_for_a_request
             closed = await sim.wait_closed(kept)
         assert closed.closed_by == "client"
         assert sim.open_connections == 0
-        assert backend._http.transport.idle_connections == 0
+        assert backend.idle_connections() == 0
         assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
         assert chats(sim)[-1] != kept
     finally:
@@ -171,7 +171,7 @@ async def test_a_request_handed_a_connection_as_it_expires_is_sent_once_on_a_new
 
         monkeypatch.setattr(transport._Line, "claim", counted_claim)
         assert backend._http.transport.close_expired(0) == 1
-        assert backend._http.transport.idle_connections == 0
+        assert backend.idle_connections() == 0
         assert (await ask(backend, f"{MODEL}+tokens=2")).finish_reason == "stop"
         assert len(found_closed) == 1  # handed the closed one first, then a new one
         first, second = chats(sim)  # each request reached the upstream once
@@ -226,13 +226,13 @@ async def test_closing_expired_connections_leaves_a_request_in_progress_alone(
 
             nursery.start_soon(long_answer)
             await sink.first.wait()
-            assert backend._http.transport.idle_connections == 0  # in use, not idle
+            assert backend.idle_connections() == 0  # in use, not idle
             assert backend._http.transport.close_expired(0) == 0
         assert [r.finish_reason for r in results] == ["stop"]
         assert len(sink.texts) == 40
         first, second = chats(sim)
         assert first == second
-        assert backend._http.transport.idle_connections == 1
+        assert backend.idle_connections() == 1
     finally:
         await backend.aclose()
 
