@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: run test test-fast lint imports typecheck unit docs docs-serve install lock lock-peers clean \
-	config-docs bench bench-full bench-peers bench-scaleout bench-instructions bench-steps browser redis valgrind
+	config-docs bench bench-full bench-peers bench-scaleout bench-instructions bench-steps bench-floor browser redis valgrind
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -110,6 +110,11 @@ bench-instructions: $(STAMP) valgrind
 bench-steps: $(STAMP)
 	$(BIN)/python -m benchmarks.steps
 	$(BIN)/python -m benchmarks.steps --supersede
+
+## The stack's floor under the TTFT overhead: the gateway beside a minimal quart-trio app
+## and a minimal ASGI app on the same server (hypercorn's trio worker); about 10 s.
+bench-floor: $(STAMP)
+	$(BIN)/python -m benchmarks.floor
 
 valgrind:
 	@command -v valgrind >/dev/null || { \
