@@ -34,22 +34,19 @@ import httpx
 import hypercorn.trio
 import trio
 from hypercorn.config import Config
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from benchmarks.handoff import is_content_chunk
 from benchmarks.stack import open_stack
 from benchmarks.stats import percentile
-from benchmarks.ttft import ANSWER, _has_content, _time_first
+from benchmarks.ttft import ANSWER, time_first
 from jarvis_trio.testing import spawn
 
 READY = r"floor_app listening url=(\S+)"
 PATH = "/first"
 WARMUP = 20  # rounds not counted: connections, caches and imports settle first
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 
 def _events(body: bytes) -> tuple[bytes, bytes]:
@@ -71,7 +68,7 @@ async def first() -> Response:
     return Response(events(), content_type="text/event-stream")
 
 
-async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+async def raw_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """The same route as a bare ASGI app (and the lifespan hypercorn asks for)."""
     if scope["type"] == "lifespan":
         while True:
@@ -85,8 +82,10 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     more = True
     while more:
         message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+        if message["type"] != "http.request":
+            return  # the client left before its body was whole
+        body += message["body"]
+        more = message["more_body"]
     head, end = _events(body)
     headers = [(b"content-type", b"text/event-stream")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -94,7 +93,7 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": end, "more_body": False})
 
 
-APPS: dict[str, Any] = {"quart": quart_app, "raw": raw_app}
+APPS: dict[str, ASGIFramework] = {"quart": quart_app, "raw": raw_app}
 
 
 async def _serve(which: str) -> None:
@@ -113,9 +112,13 @@ def _app_argv(which: str) -> list[str]:
 def _first_event(
     client: httpx.Client, path: str, body: dict[str, Any], is_first: Callable[[str], bool]
 ) -> float | None:
+    """Milliseconds to the first line ``is_first`` accepts; None if the request failed."""
     t0 = time.monotonic()
-    with client.stream("POST", path, json=body) as response:
-        return _time_first(response.iter_lines(), t0, is_first)
+    try:
+        with client.stream("POST", path, json=body) as response:
+            return time_first(response.iter_lines(), t0, is_first)
+    except httpx.HTTPError:
+        return None
 
 
 def _is_app_event(line: str) -> bool:
@@ -126,10 +129,10 @@ def _is_app_event(line: str) -> bool:
 def _paths() -> Iterator[dict[str, Callable[[int], float | None]]]:
     """Each path's one round (its argument: the round, for a prompt of its own)."""
     with ExitStack() as stack:
-        gateway = stack.enter_context(open_stack("trio"))
+        gateway_stack = stack.enter_context(open_stack("trio"))
         urls = {
-            "direct": gateway.sim_url,
-            "gateway": gateway.url,
+            "direct": gateway_stack.sim_url,
+            "gateway": gateway_stack.url,
             **{name: stack.enter_context(spawn(_app_argv(name), READY)).url for name in APPS},
         }
         clients = {
@@ -138,7 +141,7 @@ def _paths() -> Iterator[dict[str, Callable[[int], float | None]]]:
 
         def direct(i: int) -> float | None:
             body = {"model": ANSWER, "messages": [{"role": "user", "content": f"direct {i}"}]}
-            return _first_event(clients["direct"], "/api/chat", body, _has_content)
+            return _first_event(clients["direct"], "/api/chat", body, is_content_chunk)
 
         def via_gateway(i: int) -> float | None:
             body = {
@@ -157,15 +160,22 @@ def _paths() -> Iterator[dict[str, Callable[[int], float | None]]]:
         yield paths
 
 
+def round_order(names: list[str], i: int) -> list[str]:
+    """Round ``i``'s order: rotated each round, so no path always follows the same one
+    (a gateway stream's ending still running in its threads, say)."""
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
 def measure(rounds: int) -> dict[str, list[float | None]]:
     """Milliseconds to the first event, per path, rounds after the warm-up."""
-    results: dict[str, list[float | None]] = {}
     with _paths() as paths:
+        results: dict[str, list[float | None]] = {name: [] for name in paths}
         for i in range(WARMUP + rounds):
-            for name, one in paths.items():
-                value = one(i)
+            for name in round_order(list(paths), i):
+                value = paths[name](i)
                 if i >= WARMUP:
-                    results.setdefault(name, []).append(value)
+                    results[name].append(value)
     return results
 
 
@@ -183,28 +193,43 @@ def report(results: dict[str, list[float | None]]) -> str:
     p50: dict[str, float] = {}
     for name, values in results.items():
         got = [v for v in values if v is not None]
+        missing = len(values) - len(got)
+        if not got:
+            lines.append(f"| {LABELS.get(name, name)} | none | none | {missing} |")
+            continue
         p50[name] = statistics.median(got)
-        lines.append(
-            f"| {LABELS.get(name, name)} | {p50[name]:.2f} | {percentile(got, 0.9):.2f} "
-            f"| {len(values) - len(got)} |"
-        )
+        p90 = percentile(got, 0.9)
+        lines.append(f"| {LABELS.get(name, name)} | {p50[name]:.2f} | {p90:.2f} | {missing} |")
     if "gateway" in p50 and "direct" in p50:
-        lines.append("")
         overhead = p50["gateway"] - p50["direct"]
+        lines.append("")
         lines.append(f"TTFT overhead (gateway p50 - direct p50): {overhead:.2f} ms")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=200, help="rounds counted (after 20)")
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=200,
+        help=f"rounds counted (after {WARMUP} that are not)",
+    )
     parser.add_argument("--serve", choices=sorted(APPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         trio.run(_serve, args.serve)
-        return
+        return 0
     print(report(measure(args.rounds)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -52,7 +52,8 @@ class Round:
 
 
 def is_content_chunk(line: str) -> bool:
-    """An SSE line with a token (the role chunk's content is empty)."""
+    """A line with a token: an SSE chunk of the gateway, or an NDJSON line of the
+    simulator (a role chunk's content, and the last line's, is empty)."""
     return '"content":"' in line and '"content":""' not in line
 
 

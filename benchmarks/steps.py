@@ -38,7 +38,7 @@ import httpx
 from benchmarks.handoff import MODEL, is_content_chunk
 from benchmarks.stack import BIN, SERVER_READY, SIM_READY
 from benchmarks.stats import percentile
-from benchmarks.ttft import _time_first
+from benchmarks.ttft import time_first
 from jarvis_trio.testing import spawn
 
 Mark = tuple[float, str, int]  # (time.monotonic(), step, scheduler passes so far)
@@ -183,7 +183,7 @@ def _one(client: httpx.Client, i: int) -> Round:
     }
     t0 = time.monotonic()
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        first = _time_first(r.iter_lines(), t0, is_content_chunk)
+        first = time_first(r.iter_lines(), t0, is_content_chunk)
     return Round(t0, first, time.monotonic())
 
 
@@ -202,7 +202,7 @@ def _supersede(client: httpx.Client, i: int) -> Round:
         time.sleep(0.02)  # A's model has gone quiet
         t0 = time.monotonic()
         with client.stream("POST", "/v1/chat/completions", json=b_body, headers=session) as b:
-            first = _time_first(b.iter_lines(), t0, is_content_chunk)
+            first = time_first(b.iter_lines(), t0, is_content_chunk)
         got = Round(t0, first, time.monotonic())
         for _ in lines:  # A's superseded ending
             pass

@@ -30,11 +30,7 @@ class TtftResult:
     gateway_ms: list[float | None]  # through the variant
 
 
-def _has_content(line: str) -> bool:
-    return '"content":"' in line and '"content":""' not in line
-
-
-def _time_first(lines: Iterator[str], t0: float, is_token: Callable[[str], bool]) -> float | None:
+def time_first(lines: Iterator[str], t0: float, is_token: Callable[[str], bool]) -> float | None:
     """Milliseconds from ``t0`` to the first token line; the rest is read too (so the
     connection is kept alive for the next round)."""
     found = None
@@ -62,7 +58,7 @@ def measure_ttft(
             body = {"model": ANSWER, "messages": [{"role": "user", "content": f"direct {i}"}]}
             t0 = time.monotonic()
             with sim.stream("POST", "/api/chat", json=body) as r:
-                return _time_first(r.iter_lines(), t0, _has_content)
+                return time_first(r.iter_lines(), t0, is_content_chunk)
 
         def via_gateway(i: int) -> float | None:
             body = {
@@ -72,7 +68,7 @@ def measure_ttft(
             }
             t0 = time.monotonic()
             with server.stream("POST", "/v1/chat/completions", json=body) as r:
-                return _time_first(r.iter_lines(), t0, is_content_chunk)
+                return time_first(r.iter_lines(), t0, is_content_chunk)
 
         for i in range(rounds):
             for path, values in ((via_sim, direct), (via_gateway, gateway)):
