@@ -41,6 +41,7 @@ from quart_trio import QuartTrio
 from benchmarks.handoff import is_content_chunk
 from benchmarks.stack import open_stack
 from benchmarks.stats import percentile
+from benchmarks.steps import positive
 from benchmarks.ttft import ANSWER, time_first
 from jarvis_trio.testing import spawn
 
@@ -207,18 +208,11 @@ def report(results: dict[str, list[float | None]]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive,
         default=200,
         help=f"rounds counted (after {WARMUP} that are not)",
     )

@@ -281,7 +281,8 @@ def measure(requests: int, supersede: bool) -> str:
     return "\n".join(head + rows)
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("at least 1")
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["serve"]:
         return _serve(args[1], Path(args[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=_positive, default=50)
+    parser.add_argument("--requests", type=positive, default=50)
     parser.add_argument("--supersede", action="store_true", help="B superseding a silent A")
     parsed = parser.parse_args(args)
     print(measure(parsed.requests, parsed.supersede))
