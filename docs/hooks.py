@@ -89,7 +89,9 @@ def metrics_table() -> str:
 
     metrics = Metrics()
     refused = {"full": 0, "shutting_down": 0}
-    metrics.watch(lambda: ManagerStatistics(0, 0, refused=refused), trio.CapacityLimiter(1))
+    metrics.watch(
+        lambda: ManagerStatistics(0, 0, refused=refused), trio.CapacityLimiter(1), lambda: 0
+    )
     # Children that appear only once a value is seen: one stand-in each, so that the
     # label shows in the samples (prometheus_client has no public list of label names).
     metrics.requests.labels(SEEN)

@@ -148,10 +148,10 @@ class Metrics:
         self,
         stats: Callable[[], ManagerStatistics],
         limiter: trio.CapacityLimiter,
-        upstream_idle: Callable[[], int] = lambda: 0,
+        upstream_idle: Callable[[], int],
     ) -> None:
         """Gauges read at scrape time: the manager's ``stats``, the reader threads'
-        ``limiter``, and the kept-alive upstream connections (none without an upstream)."""
+        ``limiter``, and the count of kept-alive upstream connections."""
         self.registry.register(_Gauges(stats, limiter, upstream_idle))
 
     def render(self) -> bytes:

@@ -67,10 +67,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> QuartTrio:
         retry_after=settings.retry_after_seconds,
     )
     upstream = backend.inner if isinstance(backend, AgentBackend) else backend
-    if isinstance(upstream, UpstreamBackend):
-        metrics.watch(manager.statistics, limiter, upstream.idle_connections)
-    else:
-        metrics.watch(manager.statistics, limiter)
+    kept = upstream.idle_connections if isinstance(upstream, UpstreamBackend) else lambda: 0
+    metrics.watch(manager.statistics, limiter, kept)
     app.extensions["jarvis"] = JarvisState(
         settings=settings,
         backend=backend,

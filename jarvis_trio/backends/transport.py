@@ -500,7 +500,6 @@ class TokenTransport(httpx.BaseTransport):
             network_backend=self._backend,
         )
 
-    @property
     def idle_connections(self) -> int:
         """Connections kept alive, waiting for a request (for tests and metrics); not
         those closed as expired or shut down by a cancel, which httpcore still counts

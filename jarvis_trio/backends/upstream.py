@@ -295,7 +295,7 @@ class UpstreamBackend(ABC):
 
     def idle_connections(self) -> int:
         """Upstream connections kept alive for a next request (``/metrics``)."""
-        return self._http.transport.idle_connections
+        return self._http.transport.idle_connections()
 
     def stop(self) -> None:
         """End :meth:`run`."""

@@ -136,6 +136,6 @@ def test_the_transport_closes_an_idle_line_only_after_httpcores_own_expiry(
         line.release(token)
         line.idle_since = time.monotonic() - idle_for
         backend._lines.add(line)
-        assert pool.idle_connections == 1
+        assert pool.idle_connections() == 1
         assert pool.close_expired() == closed
-        assert pool.idle_connections == 1 - closed
+        assert pool.idle_connections() == 1 - closed
